@@ -1,0 +1,134 @@
+//! `Department` (云长单位): a tenant of the government cloud.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Conditions, Currency, DNS_LABEL, DNS_SUBDOMAIN, Money, Subject};
+
+/// A department (云长单位) that uses the government cloud: who runs it, which namespaces it owns,
+/// which provider serves it, its annual budget and the approval policy for its requests.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "yunzhang.io",
+    version = "v1alpha1",
+    kind = "Department",
+    doc = "A department (云长单位) using the government cloud: its people, namespaces, provider, budget and approval policy.",
+    shortname = "dept",
+    category = "yunzhang",
+    status = "DepartmentStatus",
+    printcolumn(
+        name = "Display Name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
+    printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(self.parent) || self.parent != ''").message("spec.parent must name another Department, or be left out").field_path(".parent"))]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentSpec {
+    /// Official name of the department, e.g. 广西壮族自治区财政厅.
+    #[schemars(length(min = 1, max = 128))]
+    pub display_name: String,
+    /// Unified social credit code (统一社会信用代码): 18 characters of digits and capital letters
+    /// (excluding I, O, S, V, Z).
+    #[schemars(regex(pattern = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"))]
+    pub code: String,
+    /// Name of the parent Department (region → city → county → unit). Leave out for a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
+    pub parent: Option<String>,
+    /// The department's cloud chief (云长): the head accountable for its cloud use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_chief: Option<CloudChief>,
+    /// Users and groups who administer the department's requests and quotas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub admins: Vec<Subject>,
+    /// Users and groups who may request cloud resources for the department.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub members: Vec<Subject>,
+    /// Namespaces the department owns; defaults to one named like the Department.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(regex(pattern = DNS_LABEL), length(max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub namespaces: Vec<String>,
+    /// The CloudProvider that serves this department.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
+    pub provider: Option<String>,
+    /// Annual budget for cloud spending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The ApprovalPolicy for the department's requests; `default` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
+    pub approval_policy: Option<String>,
+}
+
+impl Department {
+    /// The namespaces this department owns: `spec.namespaces`, or its own name.
+    pub fn owned_namespaces(&self) -> Vec<String> {
+        if self.spec.namespaces.is_empty() {
+            vec![kube::ResourceExt::name_any(self)]
+        } else {
+            self.spec.namespaces.clone()
+        }
+    }
+}
+
+/// The department's cloud chief (云长).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct CloudChief {
+    /// Name, e.g. 张三.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// Title, e.g. 厅长.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub title: Option<String>,
+    /// Phone or e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub contact: Option<String>,
+}
+
+/// An annual budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct Budget {
+    /// Budget per calendar year, e.g. "1200000.00".
+    pub annual: Money,
+    /// Currency of the budget (CNY).
+    #[serde(default)]
+    pub currency: Currency,
+    /// When true, new requests that would exceed the budget wait instead of proceeding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforce: bool,
+}
+
+/// Observed state of a Department, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Namespaces the operator created and keeps for the department.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Standard conditions; `Ready` is true when the department is fully set up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Conditions,
+}

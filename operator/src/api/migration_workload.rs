@@ -1,0 +1,151 @@
+//! `MigrationWorkload`: a legacy information system moving onto the cloud (迁移上云).
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Classification, Conditions, ResourceItem};
+
+/// A legacy information system being moved onto the government cloud (迁移上云), merged into
+/// another (整合) or retired. It owns the ResourceRequest for its target resources.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "yunzhang.io",
+    version = "v1alpha1",
+    kind = "MigrationWorkload",
+    doc = "A legacy information system moving onto the government cloud (迁移上云), merging (整合) or retiring.",
+    namespaced,
+    shortname = "mw",
+    category = "yunzhang",
+    status = "MigrationWorkloadStatus",
+    printcolumn(name = "System", type_ = "string", json_path = ".spec.system.name"),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.strategy != 'integrate' || (has(self.integratesInto) && self.integratesInto != '')").message("spec.integratesInto must name the system this one merges into when spec.strategy is integrate").field_path(".integratesInto"))]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationWorkloadSpec {
+    /// The legacy system.
+    pub system: SystemRef,
+    /// Data classification. Classified (涉密) systems may not move to the government cloud.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self != 'classified'").message("spec.classification: classified (涉密) systems may not be placed on the government cloud; allowed: public, internal, sensitive"))]
+    #[schemars(with = "super::resource_request::ClassificationSchema")]
+    pub classification: Classification,
+    /// rehost, replatform, refactor, integrate (merge into another system) or retire.
+    pub strategy: Strategy,
+    /// For `integrate`: the code of the system this one merges into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub integrates_into: Option<String>,
+    /// Where the system runs today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceSite>,
+    /// The cloud resources the system moves onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The cutover window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverWindow>,
+}
+
+/// Identifies a legacy system.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct SystemRef {
+    /// System name, e.g. 非税收入管理系统.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// System code in the department's inventory, e.g. GXCZ-SYS-004.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub code: String,
+}
+
+/// Migration strategy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    Rehost,
+    Replatform,
+    Refactor,
+    Integrate,
+    Retire,
+}
+
+/// The legacy site.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSite {
+    /// Data center (机房) the system runs in.
+    #[schemars(length(max = 128))]
+    pub data_center: String,
+    /// Number of hosts.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100000))]
+    pub hosts: u32,
+    /// Storage in GiB.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100000000))]
+    pub storage_gi_b: u64,
+}
+
+/// Target resources: the items of the ResourceRequest the workload owns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct Target {
+    /// Items as in a ResourceRequest.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub items: Vec<ResourceItem>,
+}
+
+/// The cutover window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("timestamp(self.notAfter) > timestamp(self.notBefore)").message("spec.cutover.notAfter must be later than spec.cutover.notBefore").field_path(".notAfter"))]
+pub struct CutoverWindow {
+    /// Cutover may start at this instant (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub not_before: String,
+    /// Cutover must end by this instant (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub not_after: String,
+}
+
+/// Migration phases.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum MigrationPhase {
+    #[default]
+    Planned,
+    Approved,
+    Provisioning,
+    Migrating,
+    CutOver,
+    Verified,
+    Decommissioned,
+    RolledBack,
+    Rejected,
+}
+
+/// Observed state of a MigrationWorkload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationWorkloadStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Migration phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MigrationPhase>,
+    /// The ResourceRequest the workload owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_request: Option<String>,
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Conditions,
+}

@@ -1,0 +1,230 @@
+//! `ResourceRequest`: one department request for cloud resources, through its whole lifecycle.
+
+use std::fmt;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Classification, Conditions, Currency, Money, ResourceItem};
+
+/// A request for cloud resources: quota-checked, approved, provisioned through OpenTofu,
+/// changed, retired and billed. Created by a department member in a department namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "yunzhang.io",
+    version = "v1alpha1",
+    kind = "ResourceRequest",
+    doc = "A request for cloud resources, from application through approval, provisioning, change and exit to settlement.",
+    namespaced,
+    shortname = "rr",
+    category = "yunzhang",
+    status = "ResourceRequestStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".status.stage.name"),
+    printcolumn(
+        name = "Monthly",
+        type_ = "string",
+        json_path = ".status.estimate.monthly"
+    ),
+    printcolumn(name = "Filing", type_ = "string", json_path = ".status.filingNumber"),
+    printcolumn(
+        name = "Requester",
+        type_ = "string",
+        json_path = ".status.requester",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequestSpec {
+    /// What the resources are for (用途), e.g. 非税收入管理系统上云.
+    #[schemars(length(min = 1, max = 512))]
+    pub purpose: String,
+    /// The project the resources are for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Project>,
+    /// Where the money comes from (资金来源), e.g. 财政预算.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub funding_source: Option<String>,
+    /// Data classification: public, internal or sensitive. Classified (涉密) systems may not
+    /// use the government cloud.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self != 'classified'").message("spec.classification: classified (涉密) systems may not be placed on the government cloud; allowed: public, internal, sensitive"))]
+    #[schemars(with = "ClassificationSchema")]
+    pub classification: Classification,
+    /// `Active` to have the resources, `Retired` to give them back (exit).
+    #[serde(default)]
+    pub lifecycle: DesiredLifecycle,
+    /// The resources, one item per kind of resource. Item names are unique.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub items: Vec<ResourceItem>,
+}
+
+/// Classification as the API server sees it: the allowed values, plus `classified` so that
+/// refusing it can carry a message that says why (the enum alone would just say "unsupported").
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)] // only its schema is used
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ClassificationSchema {
+    Public,
+    Internal,
+    Sensitive,
+    Classified,
+}
+
+/// A project code and name (项目).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct Project {
+    /// Project code, e.g. GX-2026-017.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"))]
+    pub code: String,
+    /// Project name, e.g. 非税收入管理系统.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub name: Option<String>,
+}
+
+/// What the requester wants: resources running, or given back.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum DesiredLifecycle {
+    /// Provision and keep the resources.
+    #[default]
+    Active,
+    /// Destroy the resources and close billing (exit, 退出).
+    Retired,
+}
+
+/// Where a request stands in its lifecycle.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
+)]
+pub enum Phase {
+    /// Just created; not yet quota-checked.
+    #[default]
+    Pending,
+    /// Waiting for quota to free up (or the spec to shrink).
+    QuotaExceeded,
+    /// Waiting for approvals; see `status.stage`.
+    AwaitingApproval,
+    /// Turned down by an approver.
+    Rejected,
+    /// Approved plan being applied.
+    Provisioning,
+    /// Resources online; billing runs.
+    Active,
+    /// A spec change is being quota-checked, approved and applied.
+    Changing,
+    /// Provisioning failed; retried with backoff.
+    Failed,
+    /// Resources being destroyed.
+    Exiting,
+    /// Resources destroyed, quota released, billing closed.
+    Exited,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Observed state of a ResourceRequest, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequestStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The authenticated user who created the request, recorded at admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// Filing number (备案号) given on final approval, e.g. YZ-2026-000123.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filing_number: Option<String>,
+    /// Cost estimate shown before approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+    /// Summary of the OpenTofu plan that approvers approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    /// The approval stage the request waits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageStatus>,
+    /// Approvals that count for the current generation and plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
+    /// Non-secret outputs of the provisioned resources (ids, endpoints).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// A human-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Standard conditions: Ready, QuotaReserved, Approved, Provisioned, Drifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Conditions,
+}
+
+/// A cost estimate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    /// Estimated cost per month.
+    pub monthly: Money,
+    /// For a change: the difference to the running resources' monthly cost (may be negative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_delta: Option<String>,
+    /// Currency.
+    #[serde(default)]
+    pub currency: Currency,
+}
+
+/// What the plan would do.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    /// `sha256:<hex>` of the rendered workspace and plan; approvals name it.
+    pub hash: String,
+    /// Resources to add.
+    pub add: u32,
+    /// Resources to change.
+    pub change: u32,
+    /// Resources to destroy.
+    pub destroy: u32,
+    /// ConfigMap (owned by the request) holding the workspace and the readable plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+}
+
+/// The approval stage a request waits in.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct StageStatus {
+    /// Stage name from the ApprovalPolicy.
+    pub name: String,
+    /// 1-based index of the stage.
+    pub index: u32,
+    /// Number of stages that apply to this request.
+    pub of: u32,
+}
+
+/// One approval that counted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct ApprovalRecord {
+    /// Stage approved.
+    pub stage: String,
+    /// Authenticated approver.
+    pub approver: String,
+    /// The Approval object.
+    pub approval: String,
+}

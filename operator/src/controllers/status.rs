@@ -1,0 +1,148 @@
+//! The status every kind gets: `observedGeneration` and a `Ready` condition, written with
+//! server-side apply to the status subresource. Kind-specific controllers build on it.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::{Error, FIELD_MANAGER, SharedContext};
+use crate::{
+    api::CONDITION_READY,
+    conditions::{self, condition},
+    metrics::{ErrorLabels, KindLabels},
+};
+
+/// An `Api` for writing the status of `obj`, namespaced or cluster-scoped alike.
+pub fn dynamic_api<K: Resource<DynamicType = ()>>(
+    client: kube::Client,
+    obj: &K,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::erase::<K>(&());
+    match obj.namespace() {
+        Some(ns) => Api::namespaced_with(client, &ns, &ar),
+        None => Api::all_with(client, &ar),
+    }
+}
+
+/// The conditions an object's status holds now.
+pub fn current_conditions<K: serde::Serialize>(obj: &K) -> Vec<Condition> {
+    serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.pointer("/status/conditions").cloned())
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default()
+}
+
+/// Apply `status` (a JSON object) to the status subresource with the operator's field manager.
+pub async fn apply_status<K>(
+    ctx: &SharedContext,
+    obj: &K,
+    status: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    dynamic_api(ctx.client.clone(), obj)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reconcile: mark the current generation as observed and Ready.
+pub async fn reconcile_ready<K>(obj: Arc<K>, ctx: SharedContext) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    let kind = K::kind(&()).to_string();
+    let labels = KindLabels { kind: kind.clone() };
+    ctx.metrics.reconciliations.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+
+    let generation = obj.meta().generation;
+    let existing = current_conditions(obj.as_ref());
+    if !conditions::is_true_for(&existing, CONDITION_READY, generation) {
+        let ready = condition(
+            CONDITION_READY,
+            true,
+            "Reconciled",
+            "observed by yunzhang",
+            generation,
+            Timestamp::now(),
+        );
+        let merged = conditions::merge(existing, ready);
+        apply_status(
+            &ctx,
+            obj.as_ref(),
+            json!({"observedGeneration": generation, "conditions": merged}),
+        )
+        .await?;
+        debug!(kind, name = %obj.name_any(), ?generation, "status written");
+    }
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(Duration::from_secs(3600)))
+}
+
+/// Requeue failed reconciles with a pause, and count them.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: SharedContext,
+) -> Action {
+    let kind = K::kind(&()).to_string();
+    warn!(kind, name = %obj.name_any(), error = %error, "reconcile failed");
+    ctx.metrics
+        .failures
+        .get_or_create(&ErrorLabels {
+            kind,
+            error: error.metric_label().into(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A controller for kind `K` that writes `observedGeneration` and `Ready`, until `shutdown`.
+pub fn ready_controller<K>(
+    ctx: SharedContext,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_ready::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
+            }
+        })
+}

@@ -1,0 +1,12 @@
+//! yunzhang (云长): the government "one cloud" resource lifecycle as a Kubernetes operator.
+//!
+//! Layout: [`api`] holds the CRD types, [`conditions`] and [`leader`] pure helpers with their
+//! shells, [`controllers`] the reconcilers, [`cli`] the command line, [`run`] the process wiring.
+
+pub mod api;
+pub mod cli;
+pub mod conditions;
+pub mod controllers;
+pub mod leader;
+pub mod metrics;
+pub mod run;

@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// yunzhang (云长): the government one-cloud resource lifecycle as a Kubernetes operator.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CRDs, or write one YAML file per kind into directories.
+    Crd {
+        /// Write one file per kind into this directory (may be given more than once).
+        #[arg(long = "out-dir")]
+        out_dirs: Vec<PathBuf>,
+        /// Exit non-zero if the files in --out-dir differ from what would be written.
+        #[arg(long, requires = "out_dirs")]
+        check: bool,
+    },
+    /// Run the operator.
+    Run(yunzhang::run::RunArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { out_dirs, check } => {
+            if out_dirs.is_empty() {
+                yunzhang::cli::crd::print()
+            } else if check {
+                let drift = yunzhang::cli::crd::check(&out_dirs)?;
+                if drift.is_empty() {
+                    Ok(())
+                } else {
+                    anyhow::bail!(
+                        "CRDs out of date (run `make crds` and commit the result): {}",
+                        drift.join(", ")
+                    )
+                }
+            } else {
+                yunzhang::cli::crd::write(&out_dirs)
+            }
+        }
+        Command::Run(args) => yunzhang::run::main(args),
+    }
+}

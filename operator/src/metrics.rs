@@ -1,0 +1,79 @@
+//! Prometheus metrics of the operator.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub error: String,
+}
+
+/// The operator's metrics, registered once at start-up.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    pub reconciliations: Family<KindLabels, Counter>,
+    pub failures: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("yunzhang");
+        let reconciliations = Family::<KindLabels, Counter>::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
+        });
+        let leader = Gauge::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations by kind",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciliations by kind and error",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciliations,
+            failures,
+            reconcile_duration,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Text exposition format for `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String can't fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

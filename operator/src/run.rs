@@ -1,0 +1,274 @@
+//! `yunzhang run`: the operator process. Wires the client, the admin HTTP server (`/metrics`,
+//! `/healthz`, `/readyz`), leader election and one controller per kind, and shuts all of it down
+//! cleanly on SIGTERM.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use kube::{
+    Client,
+    runtime::events::{Recorder, Reporter},
+};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::{
+    api::{
+        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, MigrationWorkload,
+        PriceBook, ResourceRequest, SettlementReport,
+    },
+    controllers::{Context, FIELD_MANAGER, status::ready_controller},
+    leader::{self, LeaseTiming},
+    metrics::Metrics,
+};
+
+/// Options of `yunzhang run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "YZ_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
+    pub admin_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "yunzhang-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "yunzhang-operator")]
+    pub lease_name: String,
+    /// Identity in the Lease; defaults to host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "YZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Install the one rustls crypto provider shared by kube and reqwest. Idempotent.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Entry point of `yunzhang run`.
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    install_crypto_provider();
+    init_logging(args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    leading: watch::Receiver<bool>,
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server (is KUBECONFIG set?)")?;
+    let metrics = Metrics::default();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let shutdown_for_signals = shutdown_tx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        shutdown_for_signals.send_replace(true);
+    });
+
+    let admin = AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        leading: leading_rx.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin server to {}", args.admin_addr))?;
+    info!(addr = %listener.local_addr()?, "admin server listening");
+    let admin_server = tokio::spawn(
+        axum::serve(listener, admin_router(admin))
+            .with_graceful_shutdown(signalled(shutdown_rx.clone()))
+            .into_future(),
+    );
+
+    let version = client
+        .apiserver_version()
+        .await
+        .context("reaching the Kubernetes API server")?;
+    info!(server = %version.git_version, identity, "connected");
+    ready.store(true, Ordering::SeqCst);
+
+    let mut elector = tokio::spawn({
+        let (client, ns, name, me) = (
+            client.clone(),
+            args.lease_namespace.clone(),
+            args.lease_name.clone(),
+            identity.clone(),
+        );
+        let shutdown = shutdown_rx.clone();
+        async move {
+            leader::contend(
+                client,
+                &ns,
+                &name,
+                &me,
+                LeaseTiming::default(),
+                leading_tx,
+                shutdown,
+            )
+            .await
+        }
+    });
+
+    let mut leading = leading_rx.clone();
+    let mut shutdown = shutdown_rx.clone();
+    tokio::select! {
+        _ = leading.wait_for(|l| *l) => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+
+    let result = if *leading_rx.borrow() && !*shutdown_rx.borrow() {
+        metrics.leader.set(1);
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER.into(),
+                    instance: Some(identity.clone()),
+                },
+            ),
+            metrics: metrics.clone(),
+        });
+        let stop = || signalled(shutdown_rx.clone());
+        let controllers = futures::future::join_all([
+            Box::pin(ready_controller::<Department>(ctx.clone(), stop()))
+                as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+            Box::pin(ready_controller::<CloudQuota>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<ResourceRequest>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<Approval>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<ApprovalPolicy>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<CloudProvider>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<PriceBook>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
+            Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
+        ]);
+        info!("controllers started");
+        tokio::select! {
+            _ = controllers => Ok(()),
+            lost = &mut elector => lost.map_err(anyhow::Error::from).and_then(|r| r),
+        }
+    } else {
+        Ok(())
+    };
+    shutdown_tx.send_replace(true);
+    metrics.leader.set(0);
+    // Let the elector release the Lease, so that a standby takes over at once.
+    if !elector.is_finished() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut elector).await;
+    }
+    let _ = admin_server.await;
+    if let Err(e) = &result {
+        error!(error = %e, "stopped");
+    } else {
+        info!("stopped");
+    }
+    result
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+fn signalled(
+    mut shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "yunzhang".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<AdminState>| async move {
+                if s.ready.load(Ordering::SeqCst) {
+                    let role = if *s.leading.borrow() {
+                        "leader"
+                    } else {
+                        "standby"
+                    };
+                    (StatusCode::OK, format!("ok ({role})"))
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not connected to the API server".to_owned(),
+                    )
+                }
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,305 @@
+//! Harness for integration tests against a real local control plane (etcd, kube-apiserver,
+//! kube-controller-manager from `hack/cluster-up`). One control plane per test run, started
+//! once and shared; every test uses unique names; clients act as real users through client
+//! certificates signed by the cluster's CA, so RBAC and admission really apply.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use kube::{
+    Api, Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::de::DeserializeOwned;
+
+/// The namespace the operator's ServiceAccount, Lease and Role live in.
+pub const OPERATOR_NAMESPACE: &str = "yunzhang-system";
+/// The user name of the operator's ServiceAccount, as RBAC sees it.
+pub const OPERATOR_USER: &str = "system:serviceaccount:yunzhang-system:yunzhang";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The running control plane this test run shares.
+pub struct Cluster {
+    pub admin_kubeconfig: PathBuf,
+}
+
+/// Start (or reuse) the local control plane and install the CRDs and RBAC, once per process.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let root = repo_root();
+        let out = run_script(&root.join("hack/cluster-up"), &[], None).expect("hack/cluster-up");
+        let admin_kubeconfig = PathBuf::from(
+            out.lines()
+                .last()
+                .expect("cluster-up prints the kubeconfig path")
+                .trim(),
+        );
+        run_script(&root.join("hack/install"), &[], Some(&admin_kubeconfig)).expect("hack/install");
+        Cluster { admin_kubeconfig }
+    })
+}
+
+fn run_script(script: &Path, args: &[&str], kubeconfig: Option<&Path>) -> anyhow::Result<String> {
+    let mut cmd = Command::new(script);
+    cmd.args(args).stderr(Stdio::inherit());
+    if let Some(k) = kubeconfig {
+        cmd.env("KUBECONFIG", k);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} {:?} failed with {}", script.display(), args, out.status);
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A kubeconfig for `user` in `groups`, with a client certificate signed by the cluster CA.
+pub fn kubeconfig_for(user: &str, groups: &[&str]) -> PathBuf {
+    cluster();
+    let mut args = vec![user];
+    args.extend_from_slice(groups);
+    let out = run_script(&repo_root().join("hack/user-kubeconfig"), &args, None)
+        .expect("hack/user-kubeconfig");
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("prints the kubeconfig path")
+            .trim(),
+    )
+}
+
+async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// A client acting as the cluster admin (system:masters).
+pub async fn admin() -> Client {
+    client_from(&cluster().admin_kubeconfig).await
+}
+
+/// A client acting as `user` in `groups`.
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    client_from(&kubeconfig_for(user, groups)).await
+}
+
+/// A name no other test (or earlier run against the same cluster) uses: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}{:x}-{n}", std::process::id(), nanos % 0xffff)
+}
+
+/// Create a namespace (as admin).
+pub async fn create_namespace(name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(admin().await)
+        .create(&Default::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// Poll `get` until `done` holds for the object, or fail after `timeout` showing the last value.
+pub async fn wait_for<K, F>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    done: F,
+) -> anyhow::Result<K>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match api.get_opt(name).await {
+            Ok(Some(obj)) if done(&obj) => return Ok(obj),
+            Ok(other) => other.map(|o| format!("{o:#?}")),
+            Err(e) => Some(format!("error: {e}")),
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {name}; last seen: {}",
+                last.unwrap_or_else(|| "nothing".into())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `yunzhang` binary built by `cargo build` (the Makefile builds it before the tests).
+pub fn operator_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug/yunzhang");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p yunzhang` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `yunzhang run` child process acting as the operator's ServiceAccount, so the chart's RBAC is
+/// what it gets. Stopped with SIGTERM when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    pub admin_addr: String,
+}
+
+impl OperatorProcess {
+    /// Start an operator. It contends for the chart's Lease (`yunzhang-operator`), the only one its
+    /// Role may update, so one operator at a time leads; a cleanly stopped one releases it.
+    pub fn start() -> anyhow::Result<Self> {
+        let kubeconfig = kubeconfig_for(
+            OPERATOR_USER,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:yunzhang-system",
+            ],
+        );
+        let admin_addr = format!("127.0.0.1:{}", free_port()?);
+        let child = Command::new(operator_binary())
+            .args([
+                "run",
+                "--admin-addr",
+                &admin_addr,
+                "--lease-namespace",
+                OPERATOR_NAMESPACE,
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(OperatorProcess { child, admin_addr })
+    }
+
+    /// GET a path of the admin server; `None` until it answers.
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.admin_addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// Send SIGTERM and wait for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> anyhow::Result<bool> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                bail!("operator did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Every object in a YAML file (multi-document), as JSON values.
+pub fn read_yaml_documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    use serde::Deserialize;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(doc)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// Server-side apply one object (any kind the API server knows) with `client`.
+pub async fn apply_value(
+    client: &Client,
+    value: &serde_json::Value,
+    field_manager: &str,
+) -> anyhow::Result<kube::api::DynamicObject> {
+    use kube::{
+        api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
+        discovery,
+    };
+    let obj: DynamicObject = serde_json::from_value(value.clone())?;
+    let types = obj
+        .types
+        .clone()
+        .context("object without apiVersion/kind")?;
+    let gvk = GroupVersionKind::try_from(&types)?;
+    let (ar, caps) = discovery::pinned_kind(client, &gvk).await?;
+    let name = obj.metadata.name.clone().context("object without a name")?;
+    let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+        (discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+        (discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
+        (discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
+    };
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(value),
+        )
+        .await?)
+}

@@ -1,0 +1,595 @@
+//! The foundation against the real API server: the nine kinds, their schema and CEL rules,
+//! the operator writing status, RBAC with real users, and the chart.
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::{core::v1::Namespace, rbac::v1::RoleBinding};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    discovery,
+};
+use serde_json::{Value, json};
+use yunzhang::api::{Approval, Department, ResourceRequest};
+use yunzhang_integration::*;
+
+/// Create `value` as `client`; return the API server's refusal message, or None if accepted.
+async fn refusal(client: &Client, value: &Value) -> Option<String> {
+    let obj: DynamicObject = serde_json::from_value(value.clone()).expect("object");
+    let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk");
+    let (ar, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("kind known to the API server");
+    let api: Api<DynamicObject> = match caps.scope {
+        discovery::Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().unwrap_or("default"),
+            &ar,
+        ),
+        discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => None,
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
+            Some(status.message)
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn department(name: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": name},
+        "spec": {"displayName": "测试厅", "code": "11450000MB0000000X", "namespaces": [name],
+                 "budget": {"annual": "1000.00"}, "admins": [{"kind": "User", "name": "alice"}]}})
+}
+
+fn quota(ns: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": unique("q"), "namespace": ns},
+        "spec": {"hard": {"vcpu": 8, "monthlyCost": "100.00"},
+                 "validFrom": "2026-01-01T00:00:00+08:00", "validUntil": "2026-12-31T23:59:59+08:00"}})
+}
+
+fn request(ns: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest", "metadata": {"name": unique("rr"), "namespace": ns},
+        "spec": {"purpose": "测试", "classification": "internal",
+                 "items": [{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 2, "vcpu": 4, "memoryGiB": 8}]}})
+}
+
+fn approval(ns: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval", "metadata": {"name": unique("ap"), "namespace": ns},
+        "spec": {"request": {"name": "x", "uid": "0b6f1c3e-1111-4222-8333-944455556666", "generation": 1,
+                             "planHash": format!("sha256:{}", "ab".repeat(32))},
+                 "stage": "finance", "decision": "Approved"}})
+}
+
+fn policy() -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ApprovalPolicy", "metadata": {"name": unique("ap")},
+        "spec": {"stages": [{"name": "head", "approvers": [{"kind": "Group", "name": "heads"}], "required": 1}]}})
+}
+
+fn provider() -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudProvider", "metadata": {"name": unique("cp")},
+        "spec": {"displayName": "服务商", "region": "nanning-1", "executor": {"type": "local"},
+                 "modules": {"ecs": {"source": "./modules/ecs"}}}})
+}
+
+fn price_book() -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": unique("pb")},
+        "spec": {"provider": "p", "effectiveFrom": "2026-01-01T00:00:00+08:00",
+                 "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80"}]}})
+}
+
+fn migration(ns: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "MigrationWorkload", "metadata": {"name": unique("mw"), "namespace": ns},
+        "spec": {"system": {"name": "系统", "code": "SYS-1"}, "classification": "internal", "strategy": "rehost",
+                 "cutover": {"notBefore": "2026-12-01T22:00:00+08:00", "notAfter": "2026-12-02T06:00:00+08:00"}}})
+}
+
+fn report() -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": unique("sr")},
+        "spec": {"period": {"month": "2026-10"}}})
+}
+
+fn with(mut base: Value, pointer: &str, new: Value) -> Value {
+    *base
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer} in base object")) = new;
+    base
+}
+
+#[tokio::test]
+async fn each_kind_accepts_a_valid_object() {
+    let client = admin().await;
+    let ns = unique("valid");
+    create_namespace(&ns).await.unwrap();
+    for valid in [
+        department(&unique("dept")),
+        quota(&ns),
+        request(&ns),
+        approval(&ns),
+        policy(),
+        provider(),
+        price_book(),
+        migration(&ns),
+        report(),
+    ] {
+        assert_eq!(
+            refusal(&client, &valid).await,
+            None,
+            "valid object refused: {valid}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_objects_are_refused_naming_the_field() {
+    let client = admin().await;
+    let ns = unique("invalid");
+    create_namespace(&ns).await.unwrap();
+    let d = || department(&unique("dept"));
+    // (what is wrong, the object, text the refusal must contain)
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "credit code",
+            with(d(), "/spec/code", json!("12345")),
+            &["spec.code"],
+        ),
+        (
+            "empty display name",
+            with(d(), "/spec/displayName", json!("")),
+            &["spec.displayName"],
+        ),
+        (
+            "namespace not a DNS label",
+            with(d(), "/spec/namespaces", json!(["Finance_Dept"])),
+            &["spec.namespaces[0]"],
+        ),
+        (
+            "money with three decimals",
+            with(d(), "/spec/budget/annual", json!("12.345")),
+            &["spec.budget.annual"],
+        ),
+        (
+            "subject kind",
+            with(d(), "/spec/admins/0/kind", json!("Robot")),
+            &["spec.admins[0].kind", "User", "Group"],
+        ),
+        (
+            "quota window reversed",
+            with(
+                quota(&ns),
+                "/spec/validUntil",
+                json!("2025-01-01T00:00:00+08:00"),
+            ),
+            &["spec.validUntil", "later than"],
+        ),
+        (
+            "negative quota",
+            with(quota(&ns), "/spec/hard/vcpu", json!(-1)),
+            &["spec.hard.vcpu"],
+        ),
+        (
+            "classified request",
+            with(request(&ns), "/spec/classification", json!("classified")),
+            &["spec.classification", "涉密"],
+        ),
+        (
+            "no items",
+            with(request(&ns), "/spec/items", json!([])),
+            &["spec.items"],
+        ),
+        (
+            "duplicate item names",
+            with(
+                request(&ns),
+                "/spec/items",
+                json!([
+            {"name": "web", "type": "ecs", "sku": "a", "count": 1}, {"name": "web", "type": "rds", "sku": "b", "count": 1}]),
+            ),
+            &["spec.items[1]", "Duplicate"],
+        ),
+        (
+            "zero count",
+            with(request(&ns), "/spec/items/0/count", json!(0)),
+            &["spec.items[0].count"],
+        ),
+        (
+            "unknown item type",
+            with(request(&ns), "/spec/items/0/type", json!("gpu")),
+            &["spec.items[0].type", "ecs"],
+        ),
+        (
+            "plan hash",
+            with(approval(&ns), "/spec/request/planHash", json!("md5:abc")),
+            &["spec.request.planHash"],
+        ),
+        (
+            "decision",
+            with(approval(&ns), "/spec/decision", json!("Maybe")),
+            &["spec.decision", "Approved"],
+        ),
+        (
+            "stage needs an approver count of at least 1",
+            with(policy(), "/spec/stages/0/required", json!(0)),
+            &["spec.stages[0].required"],
+        ),
+        (
+            "job executor without image",
+            with(provider(), "/spec/executor", json!({"type": "job"})),
+            &["spec.executor.image"],
+        ),
+        (
+            "module for unknown type",
+            with(
+                provider(),
+                "/spec/modules",
+                json!({"gpu": {"source": "./x"}}),
+            ),
+            &["spec.modules", "ecs"],
+        ),
+        (
+            "price",
+            with(price_book(), "/spec/items/0/price", json!("0.8.0")),
+            &["spec.items[0].price"],
+        ),
+        (
+            "price unit",
+            with(price_book(), "/spec/items/0/unit", json!("day")),
+            &["spec.items[0].unit", "hour"],
+        ),
+        (
+            "classified system",
+            with(migration(&ns), "/spec/classification", json!("classified")),
+            &["spec.classification", "涉密"],
+        ),
+        (
+            "integrate without target system",
+            with(migration(&ns), "/spec/strategy", json!("integrate")),
+            &["spec.integratesInto"],
+        ),
+        (
+            "cutover window reversed",
+            with(
+                migration(&ns),
+                "/spec/cutover/notAfter",
+                json!("2026-11-01T00:00:00+08:00"),
+            ),
+            &["spec.cutover.notAfter"],
+        ),
+        (
+            "month and quarter",
+            with(
+                report(),
+                "/spec/period",
+                json!({"month": "2026-10", "quarter": "2026-Q4"}),
+            ),
+            &["spec.period", "exactly one"],
+        ),
+        (
+            "month format",
+            with(report(), "/spec/period", json!({"month": "2026-13"})),
+            &["spec.period.month"],
+        ),
+    ];
+    assert!(cases.len() >= 12);
+    let mut failures = Vec::new();
+    for (what, object, expected) in &cases {
+        match refusal(&client, object).await {
+            None => failures.push(format!("{what}: accepted")),
+            Some(message) => {
+                for text in *expected {
+                    if !message.contains(text) {
+                        failures.push(format!("{what}: message lacks {text:?}: {message}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn approvals_and_finalized_reports_cannot_change() {
+    let client = admin().await;
+    let ns = unique("immutable");
+    create_namespace(&ns).await.unwrap();
+    let pp = PatchParams::default();
+
+    let appr = approval(&ns);
+    let name = appr["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(refusal(&client, &appr).await, None);
+    let api: Api<Approval> = Api::namespaced(client.clone(), &ns);
+    let err = api
+        .patch(
+            &name,
+            &pp,
+            &Patch::Merge(json!({"spec": {"decision": "Rejected"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("immutable"), "{err}");
+
+    let sr = report();
+    let name = sr["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(refusal(&client, &sr).await, None);
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<yunzhang::api::SettlementReport>(&()),
+    );
+    // Not finalized: may change, and may be finalized.
+    api.patch(
+        &name,
+        &pp,
+        &Patch::Merge(json!({"spec": {"scope": {"departments": ["gx"]}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        &name,
+        &pp,
+        &Patch::Merge(json!({"spec": {"finalize": true}})),
+    )
+    .await
+    .unwrap();
+    for change in [
+        json!({"spec": {"finalize": false}}),
+        json!({"spec": {"period": {"month": "2026-11"}}}),
+    ] {
+        let err = api
+            .patch(&name, &pp, &Patch::Merge(change))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("finalized SettlementReport can't be changed"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn examples_apply_to_the_api_server() {
+    let client = admin().await;
+    let examples = repo_root().join("examples");
+    let mut files: Vec<_> = ["platform", "department", "approver", "finance"]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(examples.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+        })
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let docs: Vec<Value> = files
+        .iter()
+        .flat_map(|f| read_yaml_documents(f).unwrap())
+        .collect();
+    // Namespaces the examples use (until Departments create their own).
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in docs
+        .iter()
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+    {
+        let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        nss.patch(
+            ns,
+            &PatchParams::apply("yunzhang-tests"),
+            &Patch::Apply(ns_obj),
+        )
+        .await
+        .unwrap();
+    }
+    let mut kinds = std::collections::BTreeSet::new();
+    for doc in &docs {
+        apply_value(&client, doc, "yunzhang-tests")
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {doc}"));
+        kinds.insert(doc["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds.len(), 9, "examples cover every kind: {kinds:?}");
+}
+
+#[tokio::test]
+async fn operator_writes_observed_generation_and_ready() {
+    let client = admin().await;
+    let name = unique("dept-status");
+    let mut operator = OperatorProcess::start().unwrap();
+    let api: Api<Department> = Api::all(client.clone());
+    apply_value(&client, &department(&name), "yunzhang-tests")
+        .await
+        .unwrap();
+
+    let ready = |d: &Department| {
+        let status = d.status.as_ref();
+        let observed = status.and_then(|s| s.observed_generation);
+        observed.is_some()
+            && observed == d.metadata.generation
+            && status.is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready" && c.status == "True" && c.observed_generation == observed
+                })
+            })
+    };
+    let first = wait_for(&api, &name, Duration::from_secs(60), ready)
+        .await
+        .unwrap();
+    assert_eq!(first.metadata.generation, Some(1));
+
+    // A spec change bumps the generation; the operator catches up.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"displayName": "改名后的厅"}})),
+    )
+    .await
+    .unwrap();
+    let second = wait_for(&api, &name, Duration::from_secs(30), ready)
+        .await
+        .unwrap();
+    assert_eq!(second.metadata.generation, Some(2));
+
+    // The admin server answers while it runs.
+    let (code, body) = operator.admin_get("/readyz").expect("readyz answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("leader"), "{body}");
+    let (code, metrics) = operator.admin_get("/metrics").expect("metrics answers");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("yunzhang_reconciliations_total{kind=\"Department\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("yunzhang_leader 1"), "{metrics}");
+
+    // SIGTERM stops it cleanly.
+    assert!(operator.terminate().unwrap(), "operator exits 0 on SIGTERM");
+}
+
+#[tokio::test]
+async fn department_member_rbac_with_real_users() {
+    let admin = admin().await;
+    let (ns_a, ns_b) = (unique("dept-a"), unique("dept-b"));
+    create_namespace(&ns_a).await.unwrap();
+    create_namespace(&ns_b).await.unwrap();
+    let user = unique("member");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "members", "namespace": ns_a},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-department-member"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })).unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns_a)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let member = client_as(&user, &["some-staff"]).await;
+    // RBAC caches converge within a moment of the binding's creation.
+    let mut created = None;
+    for _ in 0..50 {
+        match refusal_or_forbidden(&member, &request(&ns_a)).await {
+            Outcome::Created => {
+                created = Some(());
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(
+        created.is_some(),
+        "member can create a ResourceRequest in its own namespace"
+    );
+    assert_eq!(
+        refusal_or_forbidden(&member, &request(&ns_b)).await,
+        Outcome::Forbidden,
+        "not in another department's namespace"
+    );
+    assert_eq!(
+        refusal_or_forbidden(&member, &approval(&ns_a)).await,
+        Outcome::Forbidden,
+        "members can't approve"
+    );
+    let in_b: Api<ResourceRequest> = Api::namespaced(member.clone(), &ns_b);
+    assert!(
+        matches!(in_b.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Created,
+    Forbidden,
+    Other(String),
+}
+
+async fn refusal_or_forbidden(client: &Client, value: &Value) -> Outcome {
+    match apply_value(client, value, "yunzhang-tests").await {
+        Ok(_) => Outcome::Created,
+        Err(e) => match e.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(s)) if s.code == 403 => Outcome::Forbidden,
+            _ => Outcome::Other(e.to_string()),
+        },
+    }
+}
+
+#[tokio::test]
+async fn chart_lints_and_the_api_server_accepts_it() {
+    let root = repo_root();
+    let helm = String::from_utf8(
+        Command::new(root.join("hack/tool"))
+            .arg("helm")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let helm = helm.trim();
+    let lint = Command::new(helm)
+        .args(["lint", "--strict"])
+        .arg(root.join("charts/yunzhang"))
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    let rendered = Command::new(helm)
+        .args(["template", "yunzhang", "--namespace", OPERATOR_NAMESPACE])
+        .arg(root.join("charts/yunzhang"))
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let dir = std::env::temp_dir().join(unique("chart"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, &rendered.stdout).unwrap();
+    let docs = read_yaml_documents(&file).unwrap();
+    let kinds: std::collections::BTreeSet<_> =
+        docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+    ] {
+        assert!(kinds.contains(kind), "chart renders a {kind}: {kinds:?}");
+    }
+    let dry_run = Command::new("kubectl")
+        .env("KUBECONFIG", &cluster().admin_kubeconfig)
+        .args(["apply", "--dry-run=server", "-n", OPERATOR_NAMESPACE, "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        dry_run.status.success(),
+        "server dry run: {}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
+    // The chart's CRDs are the generated ones.
+    for entry in std::fs::read_dir(root.join("crds")).unwrap() {
+        let path = entry.unwrap().path();
+        let chart_copy = root
+            .join("charts/yunzhang/crds")
+            .join(path.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&chart_copy).unwrap(),
+            "{} differs in the chart",
+            path.display()
+        );
+    }
+}
