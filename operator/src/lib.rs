@@ -4,9 +4,12 @@
 //! shells, [`controllers`] the reconcilers, [`cli`] the command line, [`run`] the process wiring.
 
 pub mod api;
+pub mod billing;
 pub mod cli;
 pub mod conditions;
 pub mod controllers;
+pub mod iac;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod tenancy;

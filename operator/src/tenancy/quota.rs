@@ -1,0 +1,434 @@
+//! The reservation engine. Quota is reserved when a request is admitted, never over-committed,
+//! and always derivable from the set of requests: each request's status records what it holds
+//! (`Reserved` until Active, `Used` while Active), so the totals are sums over requests.
+
+use std::{collections::BTreeMap, fmt};
+
+use rust_decimal::Decimal;
+
+use crate::api::{ResourceItem, ResourceType, cloud_quota::QuotaLimits as ApiLimits};
+
+/// One quota dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Vcpu,
+    MemoryGiB,
+    StorageGiB,
+    Instances,
+    PublicIPs,
+    BandwidthMbps,
+    Databases,
+    ObjectStorageGiB,
+    MonthlyCost,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 9] = [
+        Self::Vcpu,
+        Self::MemoryGiB,
+        Self::StorageGiB,
+        Self::Instances,
+        Self::PublicIPs,
+        Self::BandwidthMbps,
+        Self::Databases,
+        Self::ObjectStorageGiB,
+        Self::MonthlyCost,
+    ];
+
+    /// The field name in `spec.hard`.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Vcpu => "vcpu",
+            Self::MemoryGiB => "memoryGiB",
+            Self::StorageGiB => "storageGiB",
+            Self::Instances => "instances",
+            Self::PublicIPs => "publicIPs",
+            Self::BandwidthMbps => "bandwidthMbps",
+            Self::Databases => "databases",
+            Self::ObjectStorageGiB => "objectStorageGiB",
+            Self::MonthlyCost => "monthlyCost",
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.field())
+    }
+}
+
+/// Amounts per dimension; a dimension not present is zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Amounts(BTreeMap<Dimension, Decimal>);
+
+/// Limits per dimension; a dimension not present is not limited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits(BTreeMap<Dimension, Decimal>);
+
+impl Amounts {
+    pub fn get(&self, d: Dimension) -> Decimal {
+        self.0.get(&d).copied().unwrap_or_default()
+    }
+
+    pub fn add(&mut self, d: Dimension, v: Decimal) {
+        if !v.is_zero() {
+            *self.0.entry(d).or_default() += v;
+            if self.0.get(&d).is_some_and(|x| x.is_zero()) {
+                self.0.remove(&d);
+            }
+        }
+    }
+
+    pub fn plus(&self, other: &Amounts) -> Amounts {
+        let mut sum = self.clone();
+        for (d, v) in &other.0 {
+            sum.add(*d, *v);
+        }
+        sum
+    }
+
+    pub fn minus(&self, other: &Amounts) -> Amounts {
+        let mut diff = self.clone();
+        for (d, v) in &other.0 {
+            diff.add(*d, -*v);
+        }
+        diff
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As the API's quota amounts (counts as integers, money with two decimals).
+    pub fn to_api(&self) -> ApiLimits {
+        to_api(&self.0, true)
+    }
+
+    pub fn from_api(limits: &ApiLimits) -> Amounts {
+        Amounts(from_api(limits))
+    }
+}
+
+impl Limits {
+    pub fn get(&self, d: Dimension) -> Option<Decimal> {
+        self.0.get(&d).copied()
+    }
+
+    pub fn from_api(limits: &ApiLimits) -> Limits {
+        Limits(from_api(limits))
+    }
+
+    pub fn to_api(&self) -> ApiLimits {
+        to_api(&self.0, false)
+    }
+
+    /// Several valid quotas add up: a dimension is limited if any quota limits it, to the sum of
+    /// the limits given.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Limits>) -> Limits {
+        let mut total = BTreeMap::new();
+        for limits in all {
+            for (d, v) in &limits.0 {
+                *total.entry(*d).or_insert(Decimal::ZERO) += *v;
+            }
+        }
+        Limits(total)
+    }
+
+    /// What is left after `held`: limited dimensions only, may be negative when over-held.
+    pub fn remaining(&self, held: &Amounts) -> Limits {
+        Limits(self.0.iter().map(|(d, v)| (*d, *v - held.get(*d))).collect())
+    }
+
+    /// The limited dimensions.
+    pub fn dimensions(&self) -> impl Iterator<Item = (Dimension, Decimal)> + '_ {
+        self.0.iter().map(|(d, v)| (*d, *v))
+    }
+}
+
+fn from_api(l: &ApiLimits) -> BTreeMap<Dimension, Decimal> {
+    let counts = [
+        (Dimension::Vcpu, l.vcpu),
+        (Dimension::MemoryGiB, l.memory_gi_b),
+        (Dimension::StorageGiB, l.storage_gi_b),
+        (Dimension::Instances, l.instances),
+        (Dimension::PublicIPs, l.public_i_ps),
+        (Dimension::BandwidthMbps, l.bandwidth_mbps),
+        (Dimension::Databases, l.databases),
+        (Dimension::ObjectStorageGiB, l.object_storage_gi_b),
+    ];
+    let mut map: BTreeMap<_, _> = counts.into_iter().filter_map(|(d, v)| v.map(|v| (d, Decimal::from(v)))).collect();
+    if let Some(cost) = l.monthly_cost.as_ref().and_then(|m| m.0.parse::<Decimal>().ok()) {
+        map.insert(Dimension::MonthlyCost, cost);
+    }
+    map
+}
+
+fn to_api(map: &BTreeMap<Dimension, Decimal>, zeros: bool) -> ApiLimits {
+    let count = |d: Dimension| -> Option<u64> {
+        match map.get(&d) {
+            Some(v) => Some(u64::try_from(v.max(&Decimal::ZERO).trunc()).unwrap_or(u64::MAX)),
+            None if zeros => Some(0),
+            None => None,
+        }
+    };
+    let cost = match map.get(&Dimension::MonthlyCost) {
+        Some(v) => Some(crate::api::Money(v.max(&Decimal::ZERO).round_dp(2).to_string())),
+        None if zeros => Some(crate::api::Money("0".into())),
+        None => None,
+    };
+    ApiLimits {
+        vcpu: count(Dimension::Vcpu),
+        memory_gi_b: count(Dimension::MemoryGiB),
+        storage_gi_b: count(Dimension::StorageGiB),
+        instances: count(Dimension::Instances),
+        public_i_ps: count(Dimension::PublicIPs),
+        bandwidth_mbps: count(Dimension::BandwidthMbps),
+        databases: count(Dimension::Databases),
+        object_storage_gi_b: count(Dimension::ObjectStorageGiB),
+        monthly_cost: cost,
+    }
+}
+
+/// What a request's items take from quota. `monthly_cost` comes from the cost estimate, when
+/// there is one.
+pub fn demand(items: &[ResourceItem], monthly_cost: Option<Decimal>) -> Amounts {
+    let mut a = Amounts::default();
+    for item in items {
+        let n = Decimal::from(item.count);
+        let each = |v: Option<u32>| n * Decimal::from(v.unwrap_or(0));
+        a.add(Dimension::Vcpu, each(item.vcpu));
+        a.add(Dimension::MemoryGiB, each(item.memory_gi_b));
+        a.add(Dimension::StorageGiB, each(item.storage_gi_b));
+        a.add(Dimension::ObjectStorageGiB, each(item.object_storage_gi_b));
+        a.add(Dimension::BandwidthMbps, each(item.bandwidth_mbps));
+        match item.type_ {
+            ResourceType::Ecs => a.add(Dimension::Instances, n),
+            ResourceType::Rds => {
+                a.add(Dimension::Instances, n);
+                a.add(Dimension::Databases, n);
+            }
+            ResourceType::Eip => a.add(Dimension::PublicIPs, n),
+            ResourceType::Oss | ResourceType::Slb => {}
+        }
+    }
+    if let Some(cost) = monthly_cost {
+        a.add(Dimension::MonthlyCost, cost);
+    }
+    a
+}
+
+/// The first dimension in which `asked` does not fit into `remaining`, if any.
+pub fn shortfall(asked: &Amounts, remaining: &Limits) -> Option<Shortfall> {
+    Dimension::ALL.into_iter().find_map(|d| {
+        let available = remaining.get(d)?;
+        let requested = asked.get(d);
+        (requested > available).then_some(Shortfall { dimension: d, requested, available })
+    })
+}
+
+/// A dimension that does not fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    pub dimension: Dimension,
+    pub requested: Decimal,
+    pub available: Decimal,
+}
+
+/// A request waiting to be admitted, in submission order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// `namespace/name`.
+    pub key: String,
+    pub asked: Amounts,
+}
+
+/// The department's capacity: its combined valid quotas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Capacity {
+    /// Names of the quotas that make it up, `namespace/name`.
+    pub quotas: Vec<String>,
+    pub hard: Limits,
+}
+
+/// The decision for one candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Admission {
+    /// Reserve `asked`.
+    Reserve,
+    /// Wait, with a message that says why and what would let it proceed.
+    Wait(String),
+}
+
+/// Admit candidates in submission order against `capacity` minus what is already `held`.
+/// Strictly first come, first served: once one candidate has to wait, the ones after it wait
+/// too (a stream of small requests can't starve a large one), each told why.
+pub fn admit(candidates: &[Candidate], capacity: &Capacity, held: &Amounts) -> Vec<(String, Admission)> {
+    let mut held = held.clone();
+    let mut blocked_by: Option<&str> = None;
+    let quota_name = if capacity.quotas.len() == 1 { format!("quota {}", capacity.quotas[0]) } else { format!("quotas {}", capacity.quotas.join(", ")) };
+    candidates
+        .iter()
+        .map(|c| {
+            let decision = if capacity.quotas.is_empty() {
+                Admission::Wait("no valid CloudQuota for this department: ask the platform team for one".to_owned())
+            } else {
+                let remaining = capacity.hard.remaining(&held);
+                match (shortfall(&c.asked, &remaining), blocked_by) {
+                    (Some(s), _) => Admission::Wait(format!(
+                        "{quota_name}: {} requested {}, available {} of {}",
+                        s.dimension,
+                        s.requested.normalize(),
+                        s.available.max(Decimal::ZERO).normalize(),
+                        capacity.hard.get(s.dimension).unwrap_or_default().normalize()
+                    )),
+                    (None, Some(head)) => Admission::Wait(format!("{quota_name}: fits, but waits for the earlier request {head} (submission order)")),
+                    (None, None) => Admission::Reserve,
+                }
+            };
+            match &decision {
+                Admission::Reserve => held = held.plus(&c.asked),
+                Admission::Wait(_) => {
+                    blocked_by.get_or_insert(c.key.as_str());
+                }
+            }
+            (c.key.clone(), decision)
+        })
+        .collect()
+}
+
+/// Totals of what requests hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub reserved: Amounts,
+    pub used: Amounts,
+}
+
+impl Usage {
+    pub fn held(&self) -> Amounts {
+        self.reserved.plus(&self.used)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rust_decimal_macros_free::dec;
+
+    use super::*;
+
+    /// `dec!` without the macro crate: parse a literal.
+    mod rust_decimal_macros_free {
+        macro_rules! dec {
+            ($e:expr) => {
+                rust_decimal::Decimal::from_str_exact(stringify!($e)).expect("decimal literal")
+            };
+        }
+        pub(crate) use dec;
+    }
+
+    fn item(name: &str, t: ResourceType, count: u32, vcpu: Option<u32>, mem: Option<u32>) -> ResourceItem {
+        ResourceItem {
+            name: name.into(),
+            type_: t,
+            sku: "sku".into(),
+            count,
+            vcpu,
+            memory_gi_b: mem,
+            storage_gi_b: Some(100),
+            object_storage_gi_b: None,
+            bandwidth_mbps: None,
+        }
+    }
+
+    fn vcpu(n: u32) -> Amounts {
+        let mut a = Amounts::default();
+        a.add(Dimension::Vcpu, Decimal::from(n));
+        a
+    }
+
+    fn capacity(vcpus: u32) -> Capacity {
+        let mut hard = BTreeMap::new();
+        hard.insert(Dimension::Vcpu, Decimal::from(vcpus));
+        Capacity { quotas: vec!["gx-finance/base-2026".into()], hard: Limits(hard) }
+    }
+
+    #[test]
+    fn demand_counts_every_dimension_per_type() {
+        let items = [
+            item("web", ResourceType::Ecs, 2, Some(4), Some(8)),
+            item("db", ResourceType::Rds, 1, None, None),
+            ResourceItem { bandwidth_mbps: Some(50), storage_gi_b: None, ..item("ip", ResourceType::Eip, 2, None, None) },
+        ];
+        let d = demand(&items, Some(dec!(1234.50)));
+        assert_eq!(d.get(Dimension::Vcpu), dec!(8));
+        assert_eq!(d.get(Dimension::MemoryGiB), dec!(16));
+        assert_eq!(d.get(Dimension::StorageGiB), dec!(300));
+        assert_eq!(d.get(Dimension::Instances), dec!(3));
+        assert_eq!(d.get(Dimension::Databases), dec!(1));
+        assert_eq!(d.get(Dimension::PublicIPs), dec!(2));
+        assert_eq!(d.get(Dimension::BandwidthMbps), dec!(100));
+        assert_eq!(d.get(Dimension::MonthlyCost), dec!(1234.50));
+    }
+
+    #[test]
+    fn message_names_quota_dimension_request_and_availability() {
+        let out = admit(&[Candidate { key: "gx-finance/big".into(), asked: vcpu(16) }], &capacity(64), &vcpu(56));
+        assert_eq!(out[0].1, Admission::Wait("quota gx-finance/base-2026: vcpu requested 16, available 8 of 64".into()));
+    }
+
+    #[test]
+    fn first_come_first_served() {
+        let c = |k: &str, n| Candidate { key: k.into(), asked: vcpu(n) };
+        let out = admit(&[c("a", 30), c("b", 40), c("c", 10)], &capacity(50), &Amounts::default());
+        assert_eq!(out[0].1, Admission::Reserve);
+        assert!(matches!(&out[1].1, Admission::Wait(m) if m.contains("vcpu requested 40, available 20 of 50")));
+        // c would fit on its own, but b came first.
+        assert!(matches!(&out[2].1, Admission::Wait(m) if m.contains("waits for the earlier request b")));
+    }
+
+    #[test]
+    fn no_quota_means_no_capacity() {
+        let out = admit(&[Candidate { key: "a".into(), asked: vcpu(1) }], &Capacity::default(), &Amounts::default());
+        assert!(matches!(&out[0].1, Admission::Wait(m) if m.contains("no valid CloudQuota")));
+    }
+
+    #[test]
+    fn unlimited_dimensions_never_block() {
+        let mut asked = vcpu(1);
+        asked.add(Dimension::MemoryGiB, dec!(1000000));
+        let out = admit(&[Candidate { key: "a".into(), asked }], &capacity(1), &Amounts::default());
+        assert_eq!(out[0].1, Admission::Reserve);
+    }
+
+    #[test]
+    fn quotas_add_up_per_dimension() {
+        let a = Limits::from_api(&ApiLimits { vcpu: Some(10), ..Default::default() });
+        let b = Limits::from_api(&ApiLimits { vcpu: Some(5), memory_gi_b: Some(20), ..Default::default() });
+        let total = Limits::sum([&a, &b]);
+        assert_eq!(total.get(Dimension::Vcpu), Some(dec!(15)));
+        assert_eq!(total.get(Dimension::MemoryGiB), Some(dec!(20)));
+        assert_eq!(total.get(Dimension::Databases), None);
+    }
+
+    #[test]
+    fn api_round_trip() {
+        let api = ApiLimits { vcpu: Some(64), monthly_cost: Some(crate::api::Money("50000.00".into())), ..Default::default() };
+        assert_eq!(Limits::from_api(&api).to_api(), api);
+    }
+
+    proptest! {
+        /// Whatever arrives, in whatever sizes, admitted requests never exceed the quota, and
+        /// every request that waits either doesn't fit or comes after one that doesn't.
+        #[test]
+        fn never_over_commits(sizes in prop::collection::vec(0u32..20, 0..200), hard in 0u32..100, already in 0u32..50) {
+            let candidates: Vec<_> = sizes.iter().enumerate().map(|(i, n)| Candidate { key: format!("r{i}"), asked: vcpu(*n) }).collect();
+            let out = admit(&candidates, &capacity(hard), &vcpu(already));
+            let admitted: u32 = out.iter().zip(&sizes).filter(|((_, a), _)| *a == Admission::Reserve).map(|(_, n)| *n).sum();
+            prop_assert!(admitted + already <= hard.max(already));
+            if already > hard { prop_assert!(sizes.iter().zip(&out).all(|(n, (_, a))| *n == 0 || *a != Admission::Reserve)); }
+            // FIFO: after the first wait, nothing is reserved.
+            let first_wait = out.iter().position(|(_, a)| *a != Admission::Reserve).unwrap_or(out.len());
+            prop_assert!(out[first_wait..].iter().all(|(_, a)| *a != Admission::Reserve));
+        }
+    }
+}
