@@ -26,10 +26,18 @@ pub struct LeaseTiming {
 
 impl Default for LeaseTiming {
     fn default() -> Self {
+        Self::for_duration(Duration::from_secs(15))
+    }
+}
+
+impl LeaseTiming {
+    /// Timing for a lease of `duration`: renew every 2/15 of it, give up after 2/3 of it
+    /// (client-go's 15 s / 2 s / 10 s, scaled).
+    pub fn for_duration(duration: Duration) -> Self {
         LeaseTiming {
-            duration: Duration::from_secs(15),
-            retry: Duration::from_secs(2),
-            renew_deadline: Duration::from_secs(10),
+            duration,
+            retry: duration * 2 / 15,
+            renew_deadline: duration * 2 / 3,
         }
     }
 }

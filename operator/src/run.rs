@@ -8,6 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -21,10 +22,12 @@ use tracing::{error, info};
 
 use crate::{
     api::{
-        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, MigrationWorkload,
-        PriceBook, ResourceRequest, SettlementReport,
+        Approval, ApprovalPolicy, CloudProvider, MigrationWorkload, PriceBook, SettlementReport,
     },
-    controllers::{Context, FIELD_MANAGER, status::ready_controller},
+    controllers::{
+        Context, FIELD_MANAGER, status::ready_controller, tenancy::Tenancy,
+        wiring::tenancy_controllers,
+    },
     leader::{self, LeaseTiming},
     metrics::Metrics,
 };
@@ -41,6 +44,9 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "yunzhang-operator")]
     pub lease_name: String,
+    /// How long the leader Lease lasts without renewal, in seconds; the leader renews well before.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_seconds: u64,
     /// Identity in the Lease; defaults to host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -136,18 +142,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             identity.clone(),
         );
         let shutdown = shutdown_rx.clone();
-        async move {
-            leader::contend(
-                client,
-                &ns,
-                &name,
-                &me,
-                LeaseTiming::default(),
-                leading_tx,
-                shutdown,
-            )
-            .await
-        }
+        let timing = LeaseTiming::for_duration(Duration::from_secs(args.lease_seconds));
+        async move { leader::contend(client, &ns, &name, &me, timing, leading_tx, shutdown).await }
     });
 
     let mut leading = leading_rx.clone();
@@ -159,6 +155,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let result = if *leading_rx.borrow() && !*shutdown_rx.borrow() {
         metrics.leader.set(1);
+        let ctx_controllers = tenancy_controllers(&client);
+        let tenancy = Arc::new(Tenancy::new(
+            ctx_controllers.departments.store(),
+            ctx_controllers.quotas.store(),
+            ctx_controllers.requests.store(),
+        ));
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(
@@ -169,13 +171,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 },
             ),
             metrics: metrics.clone(),
+            tenancy: tenancy.clone(),
         });
         let stop = || signalled(shutdown_rx.clone());
         let controllers = futures::future::join_all([
-            Box::pin(ready_controller::<Department>(ctx.clone(), stop()))
+            Box::pin(ctx_controllers.run(ctx.clone(), &stop))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            Box::pin(ready_controller::<CloudQuota>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<ResourceRequest>(ctx.clone(), stop())),
             Box::pin(ready_controller::<Approval>(ctx.clone(), stop())),
             Box::pin(ready_controller::<ApprovalPolicy>(ctx.clone(), stop())),
             Box::pin(ready_controller::<CloudProvider>(ctx.clone(), stop())),

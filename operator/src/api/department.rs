@@ -117,6 +117,28 @@ pub struct Budget {
     pub enforce: bool,
 }
 
+/// A department's own quota figures.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DepartmentQuota {
+    /// Limits its own requests may use.
+    pub hard: crate::api::QuotaLimits,
+    /// Held by its requests that are not yet Active.
+    pub reserved: crate::api::QuotaLimits,
+    /// Held by its Active requests.
+    pub used: crate::api::QuotaLimits,
+}
+
+/// Usage summed over a department and its descendants.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubtreeUsage {
+    /// Reserved across the subtree.
+    pub reserved: crate::api::QuotaLimits,
+    /// Used across the subtree.
+    pub used: crate::api::QuotaLimits,
+}
+
 /// Observed state of a Department, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -127,6 +149,13 @@ pub struct DepartmentStatus {
     /// Namespaces the operator created and keeps for the department.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// The department's own quota: its effective CloudQuotas (less what its children's quotas
+    /// take), and what its own requests hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<DepartmentQuota>,
+    /// What the requests of this department and all departments below it hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<SubtreeUsage>,
     /// Standard conditions; `Ready` is true when the department is fully set up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -22,7 +22,9 @@ pub use common::*;
 pub use department::{Department, DepartmentSpec, DepartmentStatus};
 pub use migration_workload::{MigrationWorkload, MigrationWorkloadSpec};
 pub use price_book::{PriceBook, PriceBookSpec};
-pub use resource_request::{Phase, ResourceRequest, ResourceRequestSpec, ResourceRequestStatus};
+pub use resource_request::{
+    HoldingState, Phase, QuotaHolding, ResourceRequest, ResourceRequestSpec, ResourceRequestStatus,
+};
 pub use settlement_report::{SettlementReport, SettlementReportSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -158,6 +158,10 @@ pub struct ResourceRequestStatus {
     /// Summary of the OpenTofu plan that approvers approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSummary>,
+    /// The quota this request holds: reserved from admission until Active, used while Active,
+    /// released when Rejected or Exited. Quota totals are sums of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaHolding>,
     /// The approval stage the request waits in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageStatus>,
@@ -174,6 +178,25 @@ pub struct ResourceRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+}
+
+/// What a request holds of its department's quota.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaHolding {
+    /// The Department whose quota is held.
+    pub department: String,
+    /// `Reserved` (not yet Active) or `Used` (Active).
+    pub state: HoldingState,
+    /// The amounts held.
+    pub amounts: crate::api::QuotaLimits,
+}
+
+/// Whether held quota is reserved or in use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum HoldingState {
+    Reserved,
+    Used,
 }
 
 /// A cost estimate.

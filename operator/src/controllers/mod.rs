@@ -1,22 +1,33 @@
 //! Controllers: thin shells that read, call the pure core, and write with server-side apply.
 
+pub mod department;
 pub mod status;
+pub mod tenancy;
+pub mod wiring;
 
 use std::sync::Arc;
 
-use kube::{Client, runtime::events::Recorder};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder},
+};
+use serde_json::json;
+use tracing::warn;
 
 use crate::metrics::Metrics;
 
 /// The one field manager for everything the operator writes.
 pub const FIELD_MANAGER: &str = "yunzhang-operator";
 
-/// What every reconcile gets: the client, the event recorder and the metrics. No globals.
+/// What every reconcile gets: the client, the event recorder, the metrics and the tenancy
+/// state (stores and quota ledger). No globals.
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    pub tenancy: Arc<tenancy::Tenancy>,
 }
 
 pub type SharedContext = Arc<Context>;
@@ -28,6 +39,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -35,6 +48,60 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
+            Error::Conflict(_) => "conflict",
         }
+    }
+}
+
+/// Whether `obj` carries `finalizer`.
+pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
+    obj.finalizers().iter().any(|f| f == finalizer)
+}
+
+/// Add or remove the operator's finalizer with server-side apply (finalizers are a set, so other
+/// controllers' finalizers are untouched).
+pub async fn apply_finalizer<K>(api: &Api<K>, obj: &K, finalizer: Option<&str>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<&str> = finalizer.into_iter().collect();
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": obj.name_any(), "finalizers": finalizers},
+    });
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already: nothing to hold.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publish an Event about `obj`; failures are logged, never fatal.
+pub async fn publish_event<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish event");
     }
 }

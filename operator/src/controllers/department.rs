@@ -1,0 +1,339 @@
+//! The Department controller: owns the department's namespaces (labelled
+//! `yunzhang.io/department`), binds its admins and members to the member persona there, isolates
+//! them with a NetworkPolicy, keeps all of it converged, rolls quota usage up the tree, and holds
+//! deletion while the department still has live requests.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::{
+    Error, FIELD_MANAGER, SharedContext, apply_finalizer, has_finalizer, publish_event,
+    status::apply_status,
+};
+use crate::{
+    api::{DEPARTMENT_LABEL, Department, Phase, SubjectKind},
+    conditions::{self, condition},
+    tenancy::hierarchy,
+};
+
+/// Holds a Department until it has no live requests.
+pub const DEPARTMENT_FINALIZER: &str = "yunzhang.io/department-protection";
+/// The RoleBinding, in each department namespace, of admins and members to the member persona.
+pub const MEMBERS_BINDING: &str = "yunzhang-department-members";
+/// The ClusterRole department people get in their namespaces.
+pub const MEMBER_ROLE: &str = "yunzhang-department-member";
+/// The NetworkPolicy isolating a department's namespaces from other departments.
+pub const ISOLATION_POLICY: &str = "yunzhang-department-isolation";
+
+pub async fn reconcile_department(
+    dept: Arc<Department>,
+    ctx: SharedContext,
+) -> Result<Action, Error> {
+    let api: Api<Department> = Api::all(ctx.client.clone());
+    let name = dept.name_any();
+    let generation = dept.meta().generation;
+    let existing = dept
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+
+    if dept.meta().deletion_timestamp.is_some() {
+        let live = live_requests(&ctx, &dept);
+        if live.is_empty() {
+            apply_finalizer(&api, dept.as_ref(), None).await?;
+            info!(
+                department = name,
+                "deleted; its namespaces follow by garbage collection"
+            );
+            return Ok(Action::await_change());
+        }
+        let shown: Vec<&str> = live.iter().take(10).map(String::as_str).collect();
+        let more = if live.len() > shown.len() {
+            format!(" and {} more", live.len() - shown.len())
+        } else {
+            String::new()
+        };
+        let message = format!(
+            "can't delete Department {name}: {} live request(s) must exit first (set spec.lifecycle: Retired, or delete them): {}{more}",
+            live.len(),
+            shown.join(", ")
+        );
+        let conds = conditions::merge(
+            existing,
+            condition(
+                "DeletionBlocked",
+                true,
+                "LiveRequests",
+                &message,
+                generation,
+                Timestamp::now(),
+            ),
+        );
+        if dept.status.as_ref().is_none_or(|s| {
+            !s.conditions
+                .iter()
+                .any(|c| c.type_ == "DeletionBlocked" && c.message == message)
+        }) {
+            publish_event(
+                &ctx,
+                dept.as_ref(),
+                EventType::Warning,
+                "DeletionBlocked",
+                "Delete",
+                message.clone(),
+            )
+            .await;
+        }
+        apply_status(
+            &ctx,
+            dept.as_ref(),
+            json!({"observedGeneration": generation, "conditions": conds}),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    if !has_finalizer(dept.as_ref(), DEPARTMENT_FINALIZER) {
+        apply_finalizer(&api, dept.as_ref(), Some(DEPARTMENT_FINALIZER)).await?;
+        return Ok(Action::await_change());
+    }
+
+    let mut problems = Vec::new();
+    let mut owned = Vec::new();
+    for ns in dept.owned_namespaces() {
+        match ensure_namespace(&ctx, &dept, &ns).await? {
+            Ok(()) => {
+                ensure_members_binding(&ctx, &dept, &ns).await?;
+                ensure_isolation(&ctx, &dept, &ns).await?;
+                owned.push(ns);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if let Some(parent) = &dept.spec.parent {
+        let parents = ctx.tenancy.parents();
+        if !parents.contains_key(parent) {
+            problems.push(format!("spec.parent {parent} is not a Department"));
+        } else if hierarchy::in_cycle(&parents, &name) {
+            problems.push(format!(
+                "spec.parent {parent} makes a cycle: a department can't be its own ancestor"
+            ));
+        }
+    }
+
+    let snapshot = ctx.tenancy.snapshot(&ctx).await?;
+    let own = snapshot.usage.get(&name).cloned().unwrap_or_default();
+    let capacity = snapshot.capacity(&name);
+    let reserved = snapshot
+        .usage
+        .iter()
+        .map(|(d, u)| (d.clone(), u.reserved.clone()))
+        .collect();
+    let used = snapshot
+        .usage
+        .iter()
+        .map(|(d, u)| (d.clone(), u.used.clone()))
+        .collect();
+    let subtree_reserved = hierarchy::roll_up(&snapshot.parents, &reserved)
+        .remove(&name)
+        .unwrap_or_default();
+    let subtree_used = hierarchy::roll_up(&snapshot.parents, &used)
+        .remove(&name)
+        .unwrap_or_default();
+
+    let (ready, reason, message) = if problems.is_empty() {
+        (
+            true,
+            "Reconciled",
+            format!("namespaces {} ready", owned.join(", ")),
+        )
+    } else {
+        (false, "Conflict", problems.join("; "))
+    };
+    let conds = conditions::merge(
+        existing,
+        condition(
+            "Ready",
+            ready,
+            reason,
+            &message,
+            generation,
+            Timestamp::now(),
+        ),
+    );
+    let status = json!({
+        "observedGeneration": generation,
+        "namespaces": owned,
+        "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
+        "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
+        "conditions": conds,
+    });
+    if status_differs(&dept, &status) {
+        apply_status(&ctx, dept.as_ref(), status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Whether writing `status` would change anything (ignoring condition transition times).
+fn status_differs(dept: &Department, status: &Value) -> bool {
+    let Some(current) = dept
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+    else {
+        return true;
+    };
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(conds) = v.get_mut("conditions").and_then(Value::as_array_mut) {
+            for c in conds {
+                if let Some(c) = c.as_object_mut() {
+                    c.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    };
+    strip(&current) != strip(status)
+}
+
+/// Requests in the department's namespaces that have not exited (or been rejected).
+pub fn live_requests(ctx: &SharedContext, dept: &Department) -> Vec<String> {
+    let namespaces = dept.owned_namespaces();
+    let mut live: Vec<String> = ctx
+        .tenancy
+        .requests
+        .state()
+        .iter()
+        .filter(|r| r.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+        .filter(|r| {
+            !matches!(
+                r.status.as_ref().and_then(|s| s.phase),
+                Some(Phase::Exited | Phase::Rejected)
+            )
+        })
+        .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
+        .collect();
+    live.sort();
+    live
+}
+
+/// Create or adopt the namespace. Refuses (Ok(Err(reason))) to take a namespace that exists and
+/// wasn't handed to this department by its label: deleting the Department deletes its
+/// namespaces, so adopting `default` by a typo must be impossible.
+async fn ensure_namespace(
+    ctx: &SharedContext,
+    dept: &Department,
+    ns: &str,
+) -> Result<Result<(), String>, Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let name = dept.name_any();
+    if let Some(existing) = api.get_opt(ns).await? {
+        let label = existing.labels().get(DEPARTMENT_LABEL).cloned();
+        let owned_by_us = existing
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == dept.uid().as_ref());
+        if !owned_by_us && label.as_deref() != Some(name.as_str()) {
+            return Ok(Err(match label {
+                Some(other) => format!("namespace {ns} belongs to Department {other}"),
+                None => format!(
+                    "namespace {ns} already exists and is not a department namespace; to hand it over, label it {DEPARTMENT_LABEL}={name}"
+                ),
+            }));
+        }
+    }
+    let owner = dept
+        .controller_owner_ref(&())
+        .map(|o| serde_json::to_value(o).unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {DEPARTMENT_LABEL: name}, "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
+    });
+    api.patch(
+        ns,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(Ok(()))
+}
+
+async fn ensure_members_binding(
+    ctx: &SharedContext,
+    dept: &Department,
+    ns: &str,
+) -> Result<(), Error> {
+    let mut subjects: Vec<Value> = dept
+        .spec
+        .admins
+        .iter()
+        .chain(&dept.spec.members)
+        .map(|s| {
+            let kind = match s.kind {
+                SubjectKind::User => "User",
+                SubjectKind::Group => "Group",
+            };
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": s.name})
+        })
+        .collect();
+    subjects.sort_by_key(|s| s.to_string());
+    subjects.dedup();
+    let patch = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": MEMBERS_BINDING, "namespace": ns, "labels": {DEPARTMENT_LABEL: dept.name_any()}, "ownerReferences": owner_refs(dept)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_ROLE},
+        "subjects": subjects,
+    });
+    Api::<RoleBinding>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            MEMBERS_BINDING,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn ensure_isolation(ctx: &SharedContext, dept: &Department, ns: &str) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": ISOLATION_POLICY, "namespace": ns, "labels": {DEPARTMENT_LABEL: dept.name_any()}, "ownerReferences": owner_refs(dept)},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {DEPARTMENT_LABEL: dept.name_any()}}}]}],
+        },
+    });
+    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            ISOLATION_POLICY,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The Department as controller owner of what it creates, so garbage collection removes them
+/// with it and the controller sees changes to them.
+fn owner_refs(dept: &Department) -> Vec<Value> {
+    dept.controller_owner_ref(&())
+        .and_then(|o| serde_json::to_value(o).ok())
+        .into_iter()
+        .collect()
+}

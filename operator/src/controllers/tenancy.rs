@@ -1,0 +1,523 @@
+//! The tenancy shell: the quota ledger, and the reconcilers of ResourceRequest admission and
+//! CloudQuota status. Decisions come from the pure [`crate::tenancy`] core; this file reads the
+//! world, serializes decisions per operator (one ledger lock) and writes the results.
+//!
+//! Why a ledger: the reflector stores lag behind our own writes, so deciding from them alone
+//! could count a fresh reservation twice or not at all. The ledger is loaded once from a fresh
+//! LIST (each request's `status.quota` is the truth), updated *before* each reservation is
+//! written, and reloaded from the API server after any write that may or may not have landed.
+//! A crash loses nothing: what was written is in the next LIST, what wasn't was never promised.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{controller::Action, reflector::Store},
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::info;
+
+use super::{Error, SharedContext, apply_finalizer, has_finalizer, status::apply_status};
+use crate::{
+    api::{CloudQuota, Department, HoldingState, Phase, QuotaHolding, ResourceRequest},
+    conditions::{self, condition},
+    tenancy::{
+        hierarchy::{self, QuotaInput, QuotaVerdict},
+        quota::{self, Admission, Amounts, Candidate, Capacity, Limits, Usage},
+    },
+};
+
+/// Holds a request's quota until its release is recorded.
+pub const REQUEST_FINALIZER: &str = "yunzhang.io/quota";
+/// Condition type on a ResourceRequest: quota is reserved for it.
+pub const CONDITION_QUOTA_RESERVED: &str = "QuotaReserved";
+
+/// Stores of the kinds tenancy reads, and the quota ledger.
+pub struct Tenancy {
+    pub departments: Store<Department>,
+    pub quotas: Store<CloudQuota>,
+    pub requests: Store<ResourceRequest>,
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    loaded: bool,
+    /// By request uid.
+    holdings: HashMap<String, Holding>,
+    /// The last status written per request uid, to skip writes that change nothing.
+    written: HashMap<String, Value>,
+}
+
+#[derive(Clone, Debug)]
+struct Holding {
+    department: String,
+    state: HoldingState,
+    amounts: Amounts,
+}
+
+impl Tenancy {
+    pub fn new(
+        departments: Store<Department>,
+        quotas: Store<CloudQuota>,
+        requests: Store<ResourceRequest>,
+    ) -> Self {
+        Tenancy {
+            departments,
+            quotas,
+            requests,
+            ledger: Mutex::default(),
+        }
+    }
+
+    /// The Department that owns namespace `ns`.
+    pub fn department_of(&self, ns: &str) -> Option<Arc<Department>> {
+        let mut owners: Vec<_> = self
+            .departments
+            .state()
+            .into_iter()
+            .filter(|d| d.owned_namespaces().iter().any(|n| n == ns))
+            .collect();
+        // Two departments claiming one namespace: the older claim wins (the other is told so).
+        owners.sort_by_key(|d| (d.creation_timestamp(), d.name_any()));
+        owners.into_iter().next()
+    }
+
+    /// Department name → parent name.
+    pub fn parents(&self) -> BTreeMap<String, Option<String>> {
+        self.departments
+            .state()
+            .iter()
+            .map(|d| (d.name_any(), d.spec.parent.clone()))
+            .collect()
+    }
+
+    fn quota_inputs(&self, now: DateTime<Utc>) -> Vec<QuotaInput> {
+        let mut quotas: Vec<_> = self
+            .quotas
+            .state()
+            .into_iter()
+            .filter(|q| q.meta().deletion_timestamp.is_none())
+            .collect();
+        quotas.sort_by_key(|q| (q.creation_timestamp(), q.namespace(), q.name_any()));
+        quotas
+            .iter()
+            .filter_map(|q| {
+                let ns = q.namespace()?;
+                let department = self.department_of(&ns)?.name_any();
+                Some(QuotaInput {
+                    key: format!("{ns}/{}", q.name_any()),
+                    department,
+                    hard: Limits::from_api(&q.spec.hard),
+                    in_window: in_window(q, now),
+                })
+            })
+            .collect()
+    }
+
+    /// What each department's own requests hold.
+    async fn usage(&self, ctx: &SharedContext) -> Result<BTreeMap<String, Usage>, Error> {
+        let mut ledger = self.ledger.lock().await;
+        ensure_loaded(ctx, &mut ledger).await?;
+        Ok(usage_of(&ledger))
+    }
+
+    /// Quota figures: verdict per quota, own capacity and usage per department.
+    pub async fn snapshot(&self, ctx: &SharedContext) -> Result<QuotaSnapshot, Error> {
+        let usage = self.usage(ctx).await?;
+        Ok(self.snapshot_with(&usage))
+    }
+
+    fn snapshot_with(&self, usage: &BTreeMap<String, Usage>) -> QuotaSnapshot {
+        let parents = self.parents();
+        let inputs = self.quota_inputs(Utc::now());
+        let held: BTreeMap<String, Amounts> =
+            usage.iter().map(|(d, u)| (d.clone(), u.held())).collect();
+        let verdicts = hierarchy::judge_quotas(&parents, &inputs, &held);
+        QuotaSnapshot {
+            parents,
+            inputs,
+            verdicts,
+            usage: usage.clone(),
+        }
+    }
+}
+
+/// A consistent view of quotas and usage.
+pub struct QuotaSnapshot {
+    pub parents: BTreeMap<String, Option<String>>,
+    pub inputs: Vec<QuotaInput>,
+    pub verdicts: BTreeMap<String, QuotaVerdict>,
+    pub usage: BTreeMap<String, Usage>,
+}
+
+impl QuotaSnapshot {
+    /// What the department's own requests may use, and which quotas make it up.
+    pub fn capacity(&self, department: &str) -> Capacity {
+        match hierarchy::own_capacity(department, &self.parents, &self.inputs, &self.verdicts) {
+            Some((quotas, hard)) => Capacity { quotas, hard },
+            None => Capacity::default(),
+        }
+    }
+}
+
+fn in_window(q: &CloudQuota, now: DateTime<Utc>) -> bool {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    parse(&q.spec.valid_from).is_none_or(|from| from <= now)
+        && parse(&q.spec.valid_until).is_none_or(|until| now <= until)
+}
+
+fn usage_of(ledger: &Ledger) -> BTreeMap<String, Usage> {
+    let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+    for h in ledger.holdings.values() {
+        let u = usage.entry(h.department.clone()).or_default();
+        match h.state {
+            HoldingState::Reserved => u.reserved = u.reserved.plus(&h.amounts),
+            HoldingState::Used => u.used = u.used.plus(&h.amounts),
+        }
+    }
+    usage
+}
+
+/// Load the ledger from a fresh LIST of every request's `status.quota`.
+async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), Error> {
+    if ledger.loaded {
+        return Ok(());
+    }
+    let all = Api::<ResourceRequest>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    ledger.holdings.clear();
+    ledger.written.clear();
+    for rr in &all.items {
+        if let (Some(uid), Some(q)) = (rr.uid(), rr.status.as_ref().and_then(|s| s.quota.as_ref()))
+        {
+            ledger.holdings.insert(
+                uid,
+                Holding {
+                    department: q.department.clone(),
+                    state: q.state,
+                    amounts: Amounts::from_api(&q.amounts),
+                },
+            );
+        }
+    }
+    ledger.loaded = true;
+    info!(
+        requests = all.items.len(),
+        holdings = ledger.holdings.len(),
+        "quota ledger loaded"
+    );
+    Ok(())
+}
+
+/// Reconcile a ResourceRequest: hold it with a finalizer, then admit its department's waiting
+/// requests in submission order; on deletion, release its quota and admit whoever now fits.
+pub async fn reconcile_request(
+    rr: Arc<ResourceRequest>,
+    ctx: SharedContext,
+) -> Result<Action, Error> {
+    let ns = rr.namespace().unwrap_or_default();
+    let api: Api<ResourceRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = rr.uid().unwrap_or_default();
+    if rr.meta().deletion_timestamp.is_some() {
+        if has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
+            let released = {
+                let mut ledger = ctx.tenancy.ledger.lock().await;
+                ledger.written.remove(&uid);
+                ledger.holdings.remove(&uid)
+            };
+            apply_finalizer(&api, rr.as_ref(), None).await?;
+            if let Some(h) = released {
+                info!(request = %format!("{ns}/{}", rr.name_any()), department = h.department, "quota released");
+                admit_department(&ctx, &h.department).await?;
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
+        apply_finalizer(&api, rr.as_ref(), Some(REQUEST_FINALIZER)).await?;
+        return Ok(Action::await_change());
+    }
+    match ctx.tenancy.department_of(&ns) {
+        Some(dept) => admit_department(&ctx, &dept.name_any()).await?,
+        None => {
+            let message = format!(
+                "namespace {ns} belongs to no Department: a platform engineer must list it in a Department's spec.namespaces"
+            );
+            let mut ledger = ctx.tenancy.ledger.lock().await;
+            write_request_status(&ctx, &mut ledger, &rr, Phase::Pending, &message, None).await?;
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Admit the department's waiting requests in submission order (creation time, then name).
+pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(), Error> {
+    let tenancy = &ctx.tenancy;
+    let mut ledger = tenancy.ledger.lock().await;
+    ensure_loaded(ctx, &mut ledger).await?;
+    let Some(dept) = tenancy
+        .departments
+        .state()
+        .into_iter()
+        .find(|d| d.name_any() == department)
+    else {
+        return Ok(());
+    };
+    let namespaces = dept.owned_namespaces();
+    let mut waiting: Vec<Arc<ResourceRequest>> = tenancy
+        .requests
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+        .filter(|r| {
+            r.meta().deletion_timestamp.is_none() && has_finalizer(r.as_ref(), REQUEST_FINALIZER)
+        })
+        .filter(|r| {
+            tenancy
+                .department_of(&r.namespace().unwrap_or_default())
+                .is_some_and(|d| d.name_any() == department)
+        })
+        .collect();
+    // A reservation made for an older spec is given back and the request queues again.
+    for r in &waiting {
+        let uid = r.uid().unwrap_or_default();
+        let asked = quota::demand(&r.spec.items, None);
+        if ledger
+            .holdings
+            .get(&uid)
+            .is_some_and(|h| h.state == HoldingState::Reserved && h.amounts != asked)
+        {
+            ledger.holdings.remove(&uid);
+        }
+    }
+    waiting.retain(|r| !ledger.holdings.contains_key(&r.uid().unwrap_or_default()));
+    waiting.sort_by_key(|r| (r.creation_timestamp(), r.name_any()));
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let snapshot = tenancy.snapshot_with(&usage_of(&ledger));
+    let capacity = snapshot.capacity(department);
+    let held = snapshot
+        .usage
+        .get(department)
+        .map(Usage::held)
+        .unwrap_or_default();
+    let candidates: Vec<Candidate> = waiting
+        .iter()
+        .map(|r| Candidate {
+            key: format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+            asked: quota::demand(&r.spec.items, None),
+        })
+        .collect();
+    let decisions = quota::admit(&candidates, &capacity, &held);
+    for ((r, candidate), (_, decision)) in waiting.iter().zip(&candidates).zip(decisions) {
+        let uid = r.uid().unwrap_or_default();
+        match decision {
+            Admission::Reserve => {
+                // Counted before it is written: a write that fails after landing can't let
+                // another request take the same room.
+                ledger.holdings.insert(
+                    uid.clone(),
+                    Holding {
+                        department: department.to_owned(),
+                        state: HoldingState::Reserved,
+                        amounts: candidate.asked.clone(),
+                    },
+                );
+                let holding = QuotaHolding {
+                    department: department.to_owned(),
+                    state: HoldingState::Reserved,
+                    amounts: candidate.asked.to_api(),
+                };
+                if let Err(e) = write_request_status(
+                    ctx,
+                    &mut ledger,
+                    r,
+                    Phase::Pending,
+                    "quota reserved",
+                    Some(holding),
+                )
+                .await
+                {
+                    // Whether it landed is unknown: re-read the truth before the next decision.
+                    ledger.loaded = false;
+                    return Err(e);
+                }
+                info!(request = candidate.key, department, "quota reserved");
+            }
+            Admission::Wait(message) => {
+                write_request_status(ctx, &mut ledger, r, Phase::QuotaExceeded, &message, None)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_request_status(
+    ctx: &SharedContext,
+    ledger: &mut Ledger,
+    rr: &ResourceRequest,
+    phase: Phase,
+    message: &str,
+    holding: Option<QuotaHolding>,
+) -> Result<(), Error> {
+    let uid = rr.uid().unwrap_or_default();
+    let generation = rr.meta().generation;
+    let reserved = holding.is_some() || ledger.holdings.contains_key(&uid);
+    let holding = holding.or_else(|| {
+        rr.status
+            .as_ref()
+            .and_then(|s| s.quota.clone())
+            .filter(|_| reserved)
+    });
+    let reason = match phase {
+        Phase::QuotaExceeded => "QuotaExceeded",
+        _ if reserved => "Reserved",
+        _ => "NoDepartment",
+    };
+    let existing = rr
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let cond = conditions::merge(
+        existing,
+        condition(
+            CONDITION_QUOTA_RESERVED,
+            reserved,
+            reason,
+            message,
+            generation,
+            Timestamp::now(),
+        ),
+    );
+    let status = json!({
+        "observedGeneration": generation,
+        "phase": phase,
+        "message": message,
+        "quota": holding,
+        "conditions": cond,
+    });
+    // Compare without transition times, which only move with the status.
+    let fingerprint = json!([
+        generation,
+        phase,
+        message,
+        holding.as_ref().map(|h| serde_json::to_value(h).ok())
+    ]);
+    if ledger.written.get(&uid) == Some(&fingerprint)
+        || same_as_stored(rr, phase, message, &holding)
+    {
+        return Ok(());
+    }
+    match apply_status(ctx, rr, status).await {
+        Ok(()) => {
+            ledger.written.insert(uid, fingerprint);
+            Ok(())
+        }
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Ok(()),
+        Err(e) => {
+            ledger.written.remove(&uid);
+            Err(e)
+        }
+    }
+}
+
+fn same_as_stored(
+    rr: &ResourceRequest,
+    phase: Phase,
+    message: &str,
+    holding: &Option<QuotaHolding>,
+) -> bool {
+    rr.status.as_ref().is_some_and(|s| {
+        s.phase == Some(phase)
+            && s.message.as_deref() == Some(message)
+            && &s.quota == holding
+            && s.observed_generation == rr.meta().generation
+    })
+}
+
+/// Reconcile a CloudQuota: write whether it counts (in window, fits its parent) and the
+/// department's reserved / used / available; then admit requests that may now fit.
+pub async fn reconcile_quota(q: Arc<CloudQuota>, ctx: SharedContext) -> Result<Action, Error> {
+    let ns = q.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", q.name_any());
+    let generation = q.meta().generation;
+    let existing = q
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let now = Timestamp::now();
+    let Some(dept) = ctx.tenancy.department_of(&ns) else {
+        let message =
+            format!("namespace {ns} belongs to no Department, so this quota limits nobody");
+        let ready = conditions::merge(
+            existing,
+            condition("Ready", false, "NoDepartment", &message, generation, now),
+        );
+        apply_status(
+            &ctx,
+            q.as_ref(),
+            json!({"observedGeneration": generation, "conditions": ready}),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+    let department = dept.name_any();
+    let snapshot = ctx.tenancy.snapshot(&ctx).await?;
+    let (ready, reason, message) = match snapshot.verdicts.get(&key) {
+        Some(QuotaVerdict::Effective) => (
+            true,
+            "Effective",
+            format!("counts toward department {department}"),
+        ),
+        Some(QuotaVerdict::OutOfWindow) => (
+            false,
+            "OutOfWindow",
+            "outside spec.validFrom … spec.validUntil".to_owned(),
+        ),
+        Some(QuotaVerdict::ExceedsParent(m)) => (false, "ExceedsParent", m.clone()),
+        None => (false, "Pending", "not yet evaluated".to_owned()),
+    };
+    let usage = snapshot.usage.get(&department).cloned().unwrap_or_default();
+    let capacity = snapshot.capacity(&department);
+    let available = capacity.hard.remaining(&usage.held());
+    let status = json!({
+        "observedGeneration": generation,
+        "reserved": usage.reserved.to_api(),
+        "used": usage.used.to_api(),
+        // Negative remainders (quota shrunk below what is held) show as zero.
+        "available": available.to_api(),
+        "conditions": conditions::merge(existing, condition("Ready", ready, reason, &message, generation, now)),
+    });
+    let unchanged = q.status.as_ref().is_some_and(|s| {
+        s.observed_generation == generation
+            && s.reserved.as_ref() == Some(&usage.reserved.to_api())
+            && s.used.as_ref() == Some(&usage.used.to_api())
+            && s.available.as_ref() == Some(&available.to_api())
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message)
+    });
+    if !unchanged {
+        apply_status(&ctx, q.as_ref(), status).await?;
+    }
+    admit_department(&ctx, &department).await?;
+    Ok(Action::requeue(Duration::from_secs(60)))
+}

@@ -1,0 +1,140 @@
+//! How the tenancy controllers are wired: which watches re-trigger which reconciles.
+
+use std::{future::Future, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{Controller, reflector::ObjectRef, watcher},
+};
+use tracing::debug;
+
+use super::{SharedContext, department::reconcile_department, status::error_policy, tenancy};
+use crate::api::{CloudQuota, Department, ResourceRequest};
+
+/// The three tenancy controllers, built before they run so their stores can be shared.
+pub struct TenancyControllers {
+    pub departments: Controller<Department>,
+    pub quotas: Controller<CloudQuota>,
+    pub requests: Controller<ResourceRequest>,
+}
+
+pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
+    let cfg = || watcher::Config::default().any_semantic();
+    TenancyControllers {
+        departments: Controller::new(Api::<Department>::all(client.clone()), cfg()),
+        quotas: Controller::new(Api::<CloudQuota>::all(client.clone()), cfg()),
+        requests: Controller::new(Api::<ResourceRequest>::all(client.clone()), cfg()),
+    }
+}
+
+impl TenancyControllers {
+    /// Run all three until `stop` fires.
+    pub async fn run<S, F>(self, ctx: SharedContext, stop: &S)
+    where
+        S: Fn() -> F,
+        F: Future<Output = ()> + Send + Sync + 'static,
+    {
+        let client = ctx.client.clone();
+        let cfg = || watcher::Config::default().any_semantic();
+        let t = ctx.tenancy.clone();
+
+        // A Department re-reconciles when its namespaces, bindings or policies change, and when
+        // requests or quotas in its namespaces (or below it) change its usage figures.
+        let (t1, t2) = (t.clone(), t.clone());
+        let departments = self
+            .departments
+            .owns(Api::<Namespace>::all(client.clone()), cfg())
+            .owns(Api::<RoleBinding>::all(client.clone()), cfg())
+            .owns(Api::<NetworkPolicy>::all(client.clone()), cfg())
+            .watches(
+                Api::<ResourceRequest>::all(client.clone()),
+                cfg(),
+                move |rr| departments_above(&t1, rr.namespace()),
+            )
+            .watches(Api::<CloudQuota>::all(client.clone()), cfg(), move |q| {
+                departments_above(&t2, q.namespace())
+            })
+            .graceful_shutdown_on(stop())
+            .run(
+                reconcile_department,
+                error_policy::<Department>,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
+        // A quota's figures change with the requests and Departments of its department.
+        let (t3, t4) = (t.clone(), t.clone());
+        let quotas = self
+            .quotas
+            .watches(
+                Api::<ResourceRequest>::all(client.clone()),
+                cfg(),
+                move |rr| quotas_of_namespace(&t3, rr.namespace()),
+            )
+            .watches(Api::<Department>::all(client.clone()), cfg(), move |d| {
+                d.owned_namespaces()
+                    .into_iter()
+                    .flat_map(|ns| quotas_of_namespace(&t4, Some(ns)))
+                    .collect::<Vec<_>>()
+            })
+            .graceful_shutdown_on(stop())
+            .run(
+                tenancy::reconcile_quota,
+                error_policy::<CloudQuota>,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
+        let requests = self
+            .requests
+            .graceful_shutdown_on(stop())
+            .run(
+                tenancy::reconcile_request,
+                error_policy::<ResourceRequest>,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
+        futures::join!(departments, quotas, requests);
+    }
+}
+
+async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        debug!(error = %e, "controller event");
+    }
+}
+
+/// The department owning `ns` and all its ancestors (their subtree usage includes it).
+fn departments_above(t: &Arc<tenancy::Tenancy>, ns: Option<String>) -> Vec<ObjectRef<Department>> {
+    let Some(dept) = ns.and_then(|ns| t.department_of(&ns)) else {
+        return vec![];
+    };
+    let parents = t.parents();
+    let mut refs = vec![ObjectRef::new(&dept.name_any())];
+    let mut at = dept.spec.parent.clone();
+    while let Some(p) = at.filter(|p| refs.iter().all(|r| &r.name != p)) {
+        refs.push(ObjectRef::new(&p));
+        at = parents.get(&p).cloned().flatten();
+    }
+    refs
+}
+
+/// Every CloudQuota of the department owning `ns`.
+fn quotas_of_namespace(
+    t: &Arc<tenancy::Tenancy>,
+    ns: Option<String>,
+) -> Vec<ObjectRef<CloudQuota>> {
+    let Some(dept) = ns.and_then(|ns| t.department_of(&ns)) else {
+        return vec![];
+    };
+    let namespaces = dept.owned_namespaces();
+    t.quotas
+        .state()
+        .iter()
+        .filter(|q| q.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+        .map(|q| ObjectRef::new(&q.name_any()).within(&q.namespace().unwrap_or_default()))
+        .collect()
+}
