@@ -45,7 +45,14 @@ pub fn top_down(parents: &BTreeMap<String, Option<String>>) -> Vec<String> {
         let mut next = Vec::new();
         for name in frontier {
             if placed.insert(name.clone()) {
-                next.extend(parents.iter().filter(|(c, p)| p.as_deref() == Some(name.as_str()) && !placed.contains(*c)).map(|(c, _)| c.clone()));
+                next.extend(
+                    parents
+                        .iter()
+                        .filter(|(c, p)| {
+                            p.as_deref() == Some(name.as_str()) && !placed.contains(*c)
+                        })
+                        .map(|(c, _)| c.clone()),
+                );
                 order.push(name);
             }
         }
@@ -72,7 +79,11 @@ pub fn in_cycle(parents: &BTreeMap<String, Option<String>>, name: &str) -> bool 
 
 /// Judge every quota. `quotas` must be in creation order (earlier quotas keep their place when
 /// a later one would not fit); `held` is what each department's own requests hold.
-pub fn judge_quotas(parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaInput], held: &BTreeMap<String, Amounts>) -> BTreeMap<String, QuotaVerdict> {
+pub fn judge_quotas(
+    parents: &BTreeMap<String, Option<String>>,
+    quotas: &[QuotaInput],
+    held: &BTreeMap<String, Amounts>,
+) -> BTreeMap<String, QuotaVerdict> {
     let mut verdicts = BTreeMap::new();
     // What each department's effective quotas add up to, filled level by level.
     let mut capacity: BTreeMap<String, Limits> = BTreeMap::new();
@@ -81,24 +92,41 @@ pub fn judge_quotas(parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaI
     // Depth in the tree; siblings are judged together, in the quotas' creation order.
     let mut depth: BTreeMap<String, usize> = BTreeMap::new();
     for dept in top_down(parents) {
-        let d = parents.get(&dept).and_then(|p| p.as_ref()).and_then(|p| depth.get(p)).map_or(0, |d| d + 1);
+        let d = parents
+            .get(&dept)
+            .and_then(|p| p.as_ref())
+            .and_then(|p| depth.get(p))
+            .map_or(0, |d| d + 1);
         depth.insert(dept, d);
     }
     let max_depth = depth.values().copied().max().unwrap_or(0);
     for level in 0..=max_depth {
-        for q in quotas.iter().filter(|q| depth.get(&q.department) == Some(&level)) {
+        for q in quotas
+            .iter()
+            .filter(|q| depth.get(&q.department) == Some(&level))
+        {
             if !q.in_window {
                 verdicts.insert(q.key.clone(), QuotaVerdict::OutOfWindow);
                 continue;
             }
-            let parent = parents.get(&q.department).and_then(|p| p.clone()).filter(|p| capacity.contains_key(p));
+            let parent = parents
+                .get(&q.department)
+                .and_then(|p| p.clone())
+                .filter(|p| capacity.contains_key(p));
             let verdict = match &parent {
                 None => QuotaVerdict::Effective,
                 Some(p) => {
                     let p_cap = &capacity[p];
-                    let p_used = held.get(p).cloned().unwrap_or_default().plus(&delegated.get(p).cloned().unwrap_or_default());
+                    let p_used = held
+                        .get(p)
+                        .cloned()
+                        .unwrap_or_default()
+                        .plus(&delegated.get(p).cloned().unwrap_or_default());
                     let left = p_cap.remaining(&p_used);
-                    match left.dimensions().find(|(d, avail)| q.hard.get(*d).is_some_and(|want| want > *avail)) {
+                    match left
+                        .dimensions()
+                        .find(|(d, avail)| q.hard.get(*d).is_some_and(|want| want > *avail))
+                    {
                         Some((d, avail)) => QuotaVerdict::ExceedsParent(format!(
                             "quota {}: {d} {} exceeds what parent {p}'s quotas leave: {} of {}",
                             q.key,
@@ -110,8 +138,8 @@ pub fn judge_quotas(parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaI
                     }
                 }
             };
-            if verdict == QuotaVerdict::Effective {
-                if let Some(p) = &parent {
+            if let (QuotaVerdict::Effective, Some(p)) = (&verdict, &parent) {
+                {
                     let entry = delegated.entry(p.clone()).or_default();
                     for (d, v) in q.hard.dimensions() {
                         entry.add(d, v);
@@ -121,7 +149,13 @@ pub fn judge_quotas(parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaI
             verdicts.insert(q.key.clone(), verdict);
         }
         for dept in depth.iter().filter(|(_, d)| **d == level).map(|(n, _)| n) {
-            let effective: Vec<&Limits> = quotas.iter().filter(|q| &q.department == dept && verdicts.get(&q.key) == Some(&QuotaVerdict::Effective)).map(|q| &q.hard).collect();
+            let effective: Vec<&Limits> = quotas
+                .iter()
+                .filter(|q| {
+                    &q.department == dept && verdicts.get(&q.key) == Some(&QuotaVerdict::Effective)
+                })
+                .map(|q| &q.hard)
+                .collect();
             if !effective.is_empty() {
                 capacity.insert(dept.clone(), Limits::sum(effective));
             }
@@ -132,15 +166,28 @@ pub fn judge_quotas(parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaI
 
 /// What a department's own requests may use: its effective quotas minus what its children's
 /// effective quotas take. `None` when it has no effective quota (no capacity at all).
-pub fn own_capacity(dept: &str, parents: &BTreeMap<String, Option<String>>, quotas: &[QuotaInput], verdicts: &BTreeMap<String, QuotaVerdict>) -> Option<(Vec<String>, Limits)> {
+pub fn own_capacity(
+    dept: &str,
+    parents: &BTreeMap<String, Option<String>>,
+    quotas: &[QuotaInput],
+    verdicts: &BTreeMap<String, QuotaVerdict>,
+) -> Option<(Vec<String>, Limits)> {
     let effective = |q: &&QuotaInput| verdicts.get(&q.key) == Some(&QuotaVerdict::Effective);
-    let own: Vec<&QuotaInput> = quotas.iter().filter(|q| q.department == dept).filter(effective).collect();
+    let own: Vec<&QuotaInput> = quotas
+        .iter()
+        .filter(|q| q.department == dept)
+        .filter(effective)
+        .collect();
     if own.is_empty() {
         return None;
     }
     let total = Limits::sum(own.iter().map(|q| &q.hard));
     let mut children = Amounts::default();
-    for q in quotas.iter().filter(effective).filter(|q| parents.get(&q.department).and_then(|p| p.as_deref()) == Some(dept)) {
+    for q in quotas
+        .iter()
+        .filter(effective)
+        .filter(|q| parents.get(&q.department).and_then(|p| p.as_deref()) == Some(dept))
+    {
         for (d, v) in q.hard.dimensions() {
             // Only dimensions the parent limits are carved out of it.
             if total.get(d).is_some() {
@@ -153,14 +200,19 @@ pub fn own_capacity(dept: &str, parents: &BTreeMap<String, Option<String>>, quot
 }
 
 /// Sum `own` amounts up the tree: each department's subtree total.
-pub fn roll_up(parents: &BTreeMap<String, Option<String>>, own: &BTreeMap<String, Amounts>) -> BTreeMap<String, Amounts> {
+pub fn roll_up(
+    parents: &BTreeMap<String, Option<String>>,
+    own: &BTreeMap<String, Amounts>,
+) -> BTreeMap<String, Amounts> {
     let mut total: BTreeMap<String, Amounts> = BTreeMap::new();
     for dept in top_down(parents).into_iter().rev() {
         let mine = own.get(&dept).cloned().unwrap_or_default();
         let children: Amounts = parents
             .iter()
             .filter(|(c, p)| p.as_deref() == Some(dept.as_str()) && !in_cycle(parents, c))
-            .fold(Amounts::default(), |acc, (c, _)| acc.plus(total.get(c).unwrap_or(&Amounts::default())));
+            .fold(Amounts::default(), |acc, (c, _)| {
+                acc.plus(total.get(c).unwrap_or(&Amounts::default()))
+            });
         total.insert(dept, mine.plus(&children));
     }
     total
@@ -172,14 +224,27 @@ mod tests {
     use crate::{api::cloud_quota::QuotaLimits as ApiLimits, tenancy::quota::Dimension};
 
     fn tree() -> BTreeMap<String, Option<String>> {
-        [("gx", None), ("nanning", Some("gx")), ("finance", Some("gx")), ("school", Some("nanning"))]
-            .into_iter()
-            .map(|(c, p)| (c.to_owned(), p.map(str::to_owned)))
-            .collect()
+        [
+            ("gx", None),
+            ("nanning", Some("gx")),
+            ("finance", Some("gx")),
+            ("school", Some("nanning")),
+        ]
+        .into_iter()
+        .map(|(c, p)| (c.to_owned(), p.map(str::to_owned)))
+        .collect()
     }
 
     fn q(key: &str, dept: &str, vcpu: u64) -> QuotaInput {
-        QuotaInput { key: key.into(), department: dept.into(), hard: Limits::from_api(&ApiLimits { vcpu: Some(vcpu), ..Default::default() }), in_window: true }
+        QuotaInput {
+            key: key.into(),
+            department: dept.into(),
+            hard: Limits::from_api(&ApiLimits {
+                vcpu: Some(vcpu),
+                ..Default::default()
+            }),
+            in_window: true,
+        }
     }
 
     fn vcpu(n: i64) -> Amounts {
@@ -192,33 +257,60 @@ mod tests {
     fn parents_come_first() {
         let order = top_down(&tree());
         let pos = |n: &str| order.iter().position(|x| x == n).expect("placed");
-        assert!(pos("gx") < pos("nanning") && pos("nanning") < pos("school") && pos("gx") < pos("finance"));
+        assert!(
+            pos("gx") < pos("nanning")
+                && pos("nanning") < pos("school")
+                && pos("gx") < pos("finance")
+        );
         assert_eq!(order.len(), 4);
     }
 
     #[test]
     fn child_larger_than_parent_remainder_is_refused_with_message() {
-        let quotas = [q("gx/base", "gx", 100), q("nanning/base", "nanning", 60), q("finance/base", "finance", 50)];
-        let verdicts = judge_quotas(&tree(), &quotas, &BTreeMap::from([("gx".to_owned(), vcpu(0))]));
+        let quotas = [
+            q("gx/base", "gx", 100),
+            q("nanning/base", "nanning", 60),
+            q("finance/base", "finance", 50),
+        ];
+        let verdicts = judge_quotas(
+            &tree(),
+            &quotas,
+            &BTreeMap::from([("gx".to_owned(), vcpu(0))]),
+        );
         assert_eq!(verdicts["nanning/base"], QuotaVerdict::Effective);
         assert_eq!(
             verdicts["finance/base"],
-            QuotaVerdict::ExceedsParent("quota finance/base: vcpu 50 exceeds what parent gx's quotas leave: 40 of 100".into())
+            QuotaVerdict::ExceedsParent(
+                "quota finance/base: vcpu 50 exceeds what parent gx's quotas leave: 40 of 100"
+                    .into()
+            )
         );
     }
 
     #[test]
     fn parents_own_use_counts_against_children() {
         let quotas = [q("gx/base", "gx", 100), q("nanning/base", "nanning", 60)];
-        let verdicts = judge_quotas(&tree(), &quotas, &BTreeMap::from([("gx".to_owned(), vcpu(50))]));
-        assert!(matches!(&verdicts["nanning/base"], QuotaVerdict::ExceedsParent(m) if m.contains("leave: 50 of 100")));
+        let verdicts = judge_quotas(
+            &tree(),
+            &quotas,
+            &BTreeMap::from([("gx".to_owned(), vcpu(50))]),
+        );
+        assert!(
+            matches!(&verdicts["nanning/base"], QuotaVerdict::ExceedsParent(m) if m.contains("leave: 50 of 100"))
+        );
     }
 
     #[test]
     fn grandchildren_nest_in_children() {
-        let quotas = [q("gx/base", "gx", 100), q("nanning/base", "nanning", 60), q("school/base", "school", 70)];
+        let quotas = [
+            q("gx/base", "gx", 100),
+            q("nanning/base", "nanning", 60),
+            q("school/base", "school", 70),
+        ];
         let verdicts = judge_quotas(&tree(), &quotas, &BTreeMap::new());
-        assert!(matches!(&verdicts["school/base"], QuotaVerdict::ExceedsParent(m) if m.contains("parent nanning's")));
+        assert!(
+            matches!(&verdicts["school/base"], QuotaVerdict::ExceedsParent(m) if m.contains("parent nanning's"))
+        );
     }
 
     #[test]
@@ -242,7 +334,10 @@ mod tests {
 
     #[test]
     fn cycles_do_not_hang() {
-        let parents: BTreeMap<_, _> = [("a", Some("b")), ("b", Some("a"))].into_iter().map(|(c, p)| (c.to_owned(), p.map(str::to_owned))).collect();
+        let parents: BTreeMap<_, _> = [("a", Some("b")), ("b", Some("a"))]
+            .into_iter()
+            .map(|(c, p)| (c.to_owned(), p.map(str::to_owned)))
+            .collect();
         assert!(in_cycle(&parents, "a"));
         assert_eq!(top_down(&parents).len(), 2);
         let _ = roll_up(&parents, &BTreeMap::new());
@@ -250,7 +345,12 @@ mod tests {
 
     #[test]
     fn usage_rolls_up() {
-        let own = BTreeMap::from([("gx".to_owned(), vcpu(1)), ("nanning".to_owned(), vcpu(2)), ("school".to_owned(), vcpu(4)), ("finance".to_owned(), vcpu(8))]);
+        let own = BTreeMap::from([
+            ("gx".to_owned(), vcpu(1)),
+            ("nanning".to_owned(), vcpu(2)),
+            ("school".to_owned(), vcpu(4)),
+            ("finance".to_owned(), vcpu(8)),
+        ]);
         let total = roll_up(&tree(), &own);
         assert_eq!(total["school"], vcpu(4));
         assert_eq!(total["nanning"], vcpu(6));

@@ -136,7 +136,12 @@ impl Limits {
 
     /// What is left after `held`: limited dimensions only, may be negative when over-held.
     pub fn remaining(&self, held: &Amounts) -> Limits {
-        Limits(self.0.iter().map(|(d, v)| (*d, *v - held.get(*d))).collect())
+        Limits(
+            self.0
+                .iter()
+                .map(|(d, v)| (*d, *v - held.get(*d)))
+                .collect(),
+        )
     }
 
     /// The limited dimensions.
@@ -156,8 +161,15 @@ fn from_api(l: &ApiLimits) -> BTreeMap<Dimension, Decimal> {
         (Dimension::Databases, l.databases),
         (Dimension::ObjectStorageGiB, l.object_storage_gi_b),
     ];
-    let mut map: BTreeMap<_, _> = counts.into_iter().filter_map(|(d, v)| v.map(|v| (d, Decimal::from(v)))).collect();
-    if let Some(cost) = l.monthly_cost.as_ref().and_then(|m| m.0.parse::<Decimal>().ok()) {
+    let mut map: BTreeMap<_, _> = counts
+        .into_iter()
+        .filter_map(|(d, v)| v.map(|v| (d, Decimal::from(v))))
+        .collect();
+    if let Some(cost) = l
+        .monthly_cost
+        .as_ref()
+        .and_then(|m| m.0.parse::<Decimal>().ok())
+    {
         map.insert(Dimension::MonthlyCost, cost);
     }
     map
@@ -172,7 +184,9 @@ fn to_api(map: &BTreeMap<Dimension, Decimal>, zeros: bool) -> ApiLimits {
         }
     };
     let cost = match map.get(&Dimension::MonthlyCost) {
-        Some(v) => Some(crate::api::Money(v.max(&Decimal::ZERO).round_dp(2).to_string())),
+        Some(v) => Some(crate::api::Money(
+            v.max(&Decimal::ZERO).round_dp(2).to_string(),
+        )),
         None if zeros => Some(crate::api::Money("0".into())),
         None => None,
     };
@@ -222,7 +236,11 @@ pub fn shortfall(asked: &Amounts, remaining: &Limits) -> Option<Shortfall> {
     Dimension::ALL.into_iter().find_map(|d| {
         let available = remaining.get(d)?;
         let requested = asked.get(d);
-        (requested > available).then_some(Shortfall { dimension: d, requested, available })
+        (requested > available).then_some(Shortfall {
+            dimension: d,
+            requested,
+            available,
+        })
     })
 }
 
@@ -262,10 +280,18 @@ pub enum Admission {
 /// Admit candidates in submission order against `capacity` minus what is already `held`.
 /// Strictly first come, first served: once one candidate has to wait, the ones after it wait
 /// too (a stream of small requests can't starve a large one), each told why.
-pub fn admit(candidates: &[Candidate], capacity: &Capacity, held: &Amounts) -> Vec<(String, Admission)> {
+pub fn admit(
+    candidates: &[Candidate],
+    capacity: &Capacity,
+    held: &Amounts,
+) -> Vec<(String, Admission)> {
     let mut held = held.clone();
     let mut blocked_by: Option<&str> = None;
-    let quota_name = if capacity.quotas.len() == 1 { format!("quota {}", capacity.quotas[0]) } else { format!("quotas {}", capacity.quotas.join(", ")) };
+    let quota_name = if capacity.quotas.len() == 1 {
+        format!("quota {}", capacity.quotas[0])
+    } else {
+        format!("quotas {}", capacity.quotas.join(", "))
+    };
     candidates
         .iter()
         .map(|c| {
@@ -326,7 +352,13 @@ mod tests {
         pub(crate) use dec;
     }
 
-    fn item(name: &str, t: ResourceType, count: u32, vcpu: Option<u32>, mem: Option<u32>) -> ResourceItem {
+    fn item(
+        name: &str,
+        t: ResourceType,
+        count: u32,
+        vcpu: Option<u32>,
+        mem: Option<u32>,
+    ) -> ResourceItem {
         ResourceItem {
             name: name.into(),
             type_: t,
@@ -349,7 +381,10 @@ mod tests {
     fn capacity(vcpus: u32) -> Capacity {
         let mut hard = BTreeMap::new();
         hard.insert(Dimension::Vcpu, Decimal::from(vcpus));
-        Capacity { quotas: vec!["gx-finance/base-2026".into()], hard: Limits(hard) }
+        Capacity {
+            quotas: vec!["gx-finance/base-2026".into()],
+            hard: Limits(hard),
+        }
     }
 
     #[test]
@@ -357,7 +392,11 @@ mod tests {
         let items = [
             item("web", ResourceType::Ecs, 2, Some(4), Some(8)),
             item("db", ResourceType::Rds, 1, None, None),
-            ResourceItem { bandwidth_mbps: Some(50), storage_gi_b: None, ..item("ip", ResourceType::Eip, 2, None, None) },
+            ResourceItem {
+                bandwidth_mbps: Some(50),
+                storage_gi_b: None,
+                ..item("ip", ResourceType::Eip, 2, None, None)
+            },
         ];
         let d = demand(&items, Some(dec!(1234.50)));
         assert_eq!(d.get(Dimension::Vcpu), dec!(8));
@@ -372,23 +411,53 @@ mod tests {
 
     #[test]
     fn message_names_quota_dimension_request_and_availability() {
-        let out = admit(&[Candidate { key: "gx-finance/big".into(), asked: vcpu(16) }], &capacity(64), &vcpu(56));
-        assert_eq!(out[0].1, Admission::Wait("quota gx-finance/base-2026: vcpu requested 16, available 8 of 64".into()));
+        let out = admit(
+            &[Candidate {
+                key: "gx-finance/big".into(),
+                asked: vcpu(16),
+            }],
+            &capacity(64),
+            &vcpu(56),
+        );
+        assert_eq!(
+            out[0].1,
+            Admission::Wait(
+                "quota gx-finance/base-2026: vcpu requested 16, available 8 of 64".into()
+            )
+        );
     }
 
     #[test]
     fn first_come_first_served() {
-        let c = |k: &str, n| Candidate { key: k.into(), asked: vcpu(n) };
-        let out = admit(&[c("a", 30), c("b", 40), c("c", 10)], &capacity(50), &Amounts::default());
+        let c = |k: &str, n| Candidate {
+            key: k.into(),
+            asked: vcpu(n),
+        };
+        let out = admit(
+            &[c("a", 30), c("b", 40), c("c", 10)],
+            &capacity(50),
+            &Amounts::default(),
+        );
         assert_eq!(out[0].1, Admission::Reserve);
-        assert!(matches!(&out[1].1, Admission::Wait(m) if m.contains("vcpu requested 40, available 20 of 50")));
+        assert!(
+            matches!(&out[1].1, Admission::Wait(m) if m.contains("vcpu requested 40, available 20 of 50"))
+        );
         // c would fit on its own, but b came first.
-        assert!(matches!(&out[2].1, Admission::Wait(m) if m.contains("waits for the earlier request b")));
+        assert!(
+            matches!(&out[2].1, Admission::Wait(m) if m.contains("waits for the earlier request b"))
+        );
     }
 
     #[test]
     fn no_quota_means_no_capacity() {
-        let out = admit(&[Candidate { key: "a".into(), asked: vcpu(1) }], &Capacity::default(), &Amounts::default());
+        let out = admit(
+            &[Candidate {
+                key: "a".into(),
+                asked: vcpu(1),
+            }],
+            &Capacity::default(),
+            &Amounts::default(),
+        );
         assert!(matches!(&out[0].1, Admission::Wait(m) if m.contains("no valid CloudQuota")));
     }
 
@@ -396,14 +465,28 @@ mod tests {
     fn unlimited_dimensions_never_block() {
         let mut asked = vcpu(1);
         asked.add(Dimension::MemoryGiB, dec!(1000000));
-        let out = admit(&[Candidate { key: "a".into(), asked }], &capacity(1), &Amounts::default());
+        let out = admit(
+            &[Candidate {
+                key: "a".into(),
+                asked,
+            }],
+            &capacity(1),
+            &Amounts::default(),
+        );
         assert_eq!(out[0].1, Admission::Reserve);
     }
 
     #[test]
     fn quotas_add_up_per_dimension() {
-        let a = Limits::from_api(&ApiLimits { vcpu: Some(10), ..Default::default() });
-        let b = Limits::from_api(&ApiLimits { vcpu: Some(5), memory_gi_b: Some(20), ..Default::default() });
+        let a = Limits::from_api(&ApiLimits {
+            vcpu: Some(10),
+            ..Default::default()
+        });
+        let b = Limits::from_api(&ApiLimits {
+            vcpu: Some(5),
+            memory_gi_b: Some(20),
+            ..Default::default()
+        });
         let total = Limits::sum([&a, &b]);
         assert_eq!(total.get(Dimension::Vcpu), Some(dec!(15)));
         assert_eq!(total.get(Dimension::MemoryGiB), Some(dec!(20)));
@@ -412,7 +495,11 @@ mod tests {
 
     #[test]
     fn api_round_trip() {
-        let api = ApiLimits { vcpu: Some(64), monthly_cost: Some(crate::api::Money("50000.00".into())), ..Default::default() };
+        let api = ApiLimits {
+            vcpu: Some(64),
+            monthly_cost: Some(crate::api::Money("50000.00".into())),
+            ..Default::default()
+        };
         assert_eq!(Limits::from_api(&api).to_api(), api);
     }
 

@@ -1,0 +1,213 @@
+//! Money and percentages: `Decimal` in, the API's decimal strings out. Never floats.
+//!
+//! Rounding is half-up (away from zero at the midpoint) to the fen (0.01 CNY), once per line.
+
+use std::str::FromStr;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::BillingError;
+use crate::api::{Money, Percent};
+
+/// Decimal places of an amount in yuan: fen.
+pub const FEN_PLACES: u32 = 2;
+
+/// The largest amount a `Money` string can hold: 13 integer digits, two decimals.
+fn money_max() -> Decimal {
+    // 9_999_999_999_999.99 = 999_999_999_999_999 × 10⁻²; the mantissa fits, so this can't fail.
+    Decimal::new(999_999_999_999_999, FEN_PLACES)
+}
+
+/// Rounds an amount half-up to the fen: `0.005 → 0.01`, `-0.005 → -0.01`, `2.344 → 2.34`.
+pub fn round_fen(amount: Decimal) -> Decimal {
+    let rounded = amount.round_dp_with_strategy(FEN_PLACES, RoundingStrategy::MidpointAwayFromZero);
+    // `-0.001` rounds to a negative zero; write it as plain zero.
+    if rounded.is_zero() {
+        Decimal::ZERO
+    } else {
+        rounded
+    }
+}
+
+/// Parses an API amount (`Money`), checking the API pattern
+/// `^(0|[1-9][0-9]{0,12})(\.[0-9]{1,2})?$` so that e.g. `"1e3"`, `"01"`, `"-1"` or `"1_000"`
+/// are refused here as they are by the API server. `field` names it in the error.
+pub fn parse_money(field: &str, money: &Money) -> Result<Decimal, BillingError> {
+    let s = money.0.as_str();
+    let invalid = || BillingError::InvalidMoney {
+        field: field.to_owned(),
+        value: s.to_owned(),
+    };
+    let (int, frac) = split_decimal(s).ok_or_else(invalid)?;
+    let int_ok = int == "0" || (!int.starts_with('0') && (1..=13).contains(&int.len()));
+    let frac_ok = frac.is_none_or(|f| (1..=2).contains(&f.len()));
+    if !int_ok || !frac_ok {
+        return Err(invalid());
+    }
+    Decimal::from_str(s).map_err(|_| invalid())
+}
+
+/// Writes an amount as `Money` with exactly two decimals (`"929.03"`, `"0.00"`), rounding half-up
+/// to the fen first. Negative amounts and amounts over 9999999999999.99 are refused.
+pub fn format_money(field: &str, amount: Decimal) -> Result<Money, BillingError> {
+    let rounded = round_fen(amount);
+    if rounded < Decimal::ZERO || rounded > money_max() {
+        return Err(BillingError::AmountOutOfRange {
+            field: field.to_owned(),
+            value: amount.to_string(),
+        });
+    }
+    Ok(Money(format_fen(rounded)))
+}
+
+/// Writes a signed amount with exactly two decimals, e.g. `"-12.30"` or `"45.00"`: the form of
+/// `status.estimate.monthlyDelta`, which may be negative.
+pub fn format_signed(amount: Decimal) -> String {
+    format_fen(round_fen(amount))
+}
+
+/// Two decimals, half-up; the one place amounts become text.
+pub(crate) fn format_fen(amount: Decimal) -> String {
+    format!("{:.2}", round_fen(amount))
+}
+
+/// Parses an API percentage (`Percent`): 0 to 100 with at most two decimals, checking the API
+/// pattern `^(100(\.0{1,2})?|[0-9]{1,2}(\.[0-9]{1,2})?)$`.
+pub fn parse_percent(field: &str, percent: &Percent) -> Result<Decimal, BillingError> {
+    let s = percent.0.as_str();
+    let invalid = || BillingError::InvalidPercent {
+        field: field.to_owned(),
+        value: s.to_owned(),
+    };
+    let (int, frac) = split_decimal(s).ok_or_else(invalid)?;
+    let frac_ok = frac.is_none_or(|f| (1..=2).contains(&f.len()));
+    let int_ok = (1..=2).contains(&int.len())
+        || (int == "100" && frac.is_none_or(|f| f.bytes().all(|b| b == b'0')));
+    if !int_ok || !frac_ok {
+        return Err(invalid());
+    }
+    Decimal::from_str(s).map_err(|_| invalid())
+}
+
+/// Writes a percentage as `Percent` with two decimals, e.g. `"12.50"`. Refuses values outside
+/// 0..=100 or with more than two decimals (a percentage is never rounded silently).
+pub fn format_percent(field: &str, percent: Decimal) -> Result<Percent, BillingError> {
+    if percent < Decimal::ZERO || percent > Decimal::ONE_HUNDRED || percent.normalize().scale() > 2
+    {
+        return Err(BillingError::InvalidPercent {
+            field: field.to_owned(),
+            value: percent.to_string(),
+        });
+    }
+    Ok(Percent(format_fen(percent)))
+}
+
+/// The amount after a department discount, unrounded: `gross × (1 − percent / 100)`.
+/// Callers round the result once, with [`round_fen`].
+pub fn apply_discount(gross: Decimal, percent: Decimal) -> Option<Decimal> {
+    let keep = Decimal::ONE_HUNDRED.checked_sub(percent)?;
+    gross.checked_mul(keep)?.checked_div(Decimal::ONE_HUNDRED)
+}
+
+/// Splits `"123.45"` into `("123", Some("45"))`; `None` unless both parts are ASCII digits and
+/// the integer part is non-empty.
+fn split_decimal(s: &str) -> Option<(&str, Option<&str>)> {
+    let (int, frac) = match s.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (s, None),
+    };
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !frac.is_none_or(digits) {
+        return None;
+    }
+    Some((int, frac))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn rounds_half_up_to_the_fen() {
+        assert_eq!(round_fen(d("2.345")), d("2.35"));
+        assert_eq!(round_fen(d("2.3449999")), d("2.34"));
+        assert_eq!(round_fen(d("0.005")), d("0.01"));
+        assert_eq!(round_fen(d("0.004999")), d("0.00"));
+        assert_eq!(round_fen(d("-0.005")), d("-0.01"));
+        assert_eq!(format_signed(d("-0.001")), "0.00");
+    }
+
+    #[test]
+    fn parses_money_as_the_api_server_does() {
+        for ok in ["0", "0.5", "0.50", "1234.56", "9999999999999.99", "10"] {
+            assert!(parse_money("price", &Money::from(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".5",
+            "01",
+            "1.",
+            "1.234",
+            "-1",
+            "1e3",
+            "1_000",
+            " 1",
+            "10000000000000",
+            "1,5",
+            "１",
+        ] {
+            let err = parse_money("spec.items[0].price", &Money::from(bad)).unwrap_err();
+            assert!(
+                err.to_string().starts_with("spec.items[0].price: "),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_money("p", &Money::from("0.80")).unwrap(), d("0.8"));
+    }
+
+    #[test]
+    fn formats_money_with_two_decimals() {
+        assert_eq!(format_money("total", d("929.032258")).unwrap().0, "929.03");
+        assert_eq!(format_money("total", d("57.6")).unwrap().0, "57.60");
+        assert_eq!(format_money("total", d("0")).unwrap().0, "0.00");
+        assert_eq!(format_money("total", d("1.005")).unwrap().0, "1.01");
+        assert!(format_money("total", d("-0.01")).is_err());
+        assert!(format_money("total", d("10000000000000")).is_err());
+        assert_eq!(format_signed(d("-12.3")), "-12.30");
+    }
+
+    #[test]
+    fn parses_and_formats_percentages() {
+        for ok in ["0", "10", "12.5", "99.99", "100", "100.0", "100.00", "05"] {
+            assert!(
+                parse_percent("percent", &Percent(ok.into())).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["", "100.01", "101", "1000", "-1", "12.345", "1e1", "."] {
+            assert!(
+                parse_percent("percent", &Percent(bad.into())).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(format_percent("p", d("12.5")).unwrap().0, "12.50");
+        assert!(format_percent("p", d("12.505")).is_err());
+        assert!(format_percent("p", d("100.5")).is_err());
+    }
+
+    #[test]
+    fn discount_is_applied_before_rounding() {
+        // 50% off 1.005 is 0.5025, rounded once: 0.50. Rounding the gross first would give
+        // 1.01 → 0.505 → 0.51.
+        assert_eq!(apply_discount(d("1.005"), d("50")).unwrap(), d("0.5025"));
+        assert_eq!(
+            round_fen(apply_discount(d("1.005"), d("50")).unwrap()),
+            d("0.50")
+        );
+        assert_eq!(apply_discount(d("200"), d("100")).unwrap(), d("0"));
+    }
+}
