@@ -179,6 +179,11 @@ impl OperatorProcess {
     /// Start an operator. It contends for the chart's Lease (`yunzhang-operator`), the only one its
     /// Role may update, so one operator at a time leads; a cleanly stopped one releases it.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Start an operator with extra `yunzhang run` arguments (e.g. a short `--lease-seconds`).
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let kubeconfig = kubeconfig_for(
             OPERATOR_USER,
             &[
@@ -195,6 +200,7 @@ impl OperatorProcess {
                 "--lease-namespace",
                 OPERATOR_NAMESPACE,
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
@@ -224,6 +230,13 @@ impl OperatorProcess {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         Some((code, body))
+    }
+
+    /// SIGKILL: the process dies mid-work, without releasing anything.
+    pub fn kill_hard(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Send SIGTERM and wait for the process to exit; returns whether it exited successfully.

@@ -372,20 +372,23 @@ async fn examples_apply_to_the_api_server() {
         .iter()
         .flat_map(|f| read_yaml_documents(f).unwrap())
         .collect();
-    // Namespaces the examples use (until Departments create their own).
+    // Namespaces the examples use, handed to their Departments by label (the operator, when it
+    // runs, adopts them instead of refusing to take over a namespace it didn't create).
     let nss: Api<Namespace> = Api::all(client.clone());
-    for ns in docs
-        .iter()
-        .filter_map(|d| d["metadata"]["namespace"].as_str())
-    {
-        let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        nss.patch(
-            ns,
-            &PatchParams::apply("yunzhang-tests"),
-            &Patch::Apply(ns_obj),
-        )
-        .await
-        .unwrap();
+    for dept in docs.iter().filter(|d| d["kind"] == "Department") {
+        let name = dept["metadata"]["name"].as_str().unwrap();
+        for ns in dept["spec"]["namespaces"].as_array().unwrap() {
+            let ns = ns.as_str().unwrap();
+            let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": ns, "labels": {"yunzhang.io/department": name}}});
+            nss.patch(
+                ns,
+                &PatchParams::apply("yunzhang-tests"),
+                &Patch::Apply(ns_obj),
+            )
+            .await
+            .unwrap();
+        }
     }
     let mut kinds = std::collections::BTreeSet::new();
     for doc in &docs {

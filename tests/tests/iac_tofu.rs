@@ -1,0 +1,373 @@
+//! Rendered workspaces against the real OpenTofu (`hack/tool tofu`), offline: the example
+//! workspaces validate with the reference modules in `examples/modules`, user strings reach
+//! OpenTofu as exactly the literals they were, a change of size shows in the plan, and the
+//! modules refuse sizes out of range. These need no control plane: state is local
+//! (`StateBackend::Local`) where a test needs state. One test keeps state where the operator
+//! will: in a Secret, through the `kubernetes` backend against the local control plane.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::{Value, json};
+use yunzhang::{
+    api::{CloudProvider, ResourceItem, ResourceRequest, ResourceType},
+    iac::{ProviderConfig, RenderedWorkspace, StateBackend, WorkspaceInput, render_workspace},
+};
+use yunzhang_integration::{admin, cluster, create_namespace, repo_root, unique};
+
+/// The pinned `tofu`, built once into the tool cache if need be.
+fn tofu_bin() -> &'static Path {
+    static TOFU: OnceLock<PathBuf> = OnceLock::new();
+    TOFU.get_or_init(|| {
+        let out = Command::new(repo_root().join("hack/tool"))
+            .arg("tofu")
+            .output()
+            .expect("running hack/tool tofu");
+        assert!(out.status.success(), "hack/tool tofu failed");
+        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    })
+}
+
+/// A rendered workspace written to a fresh directory, with the reference modules next to it
+/// (`./modules/<type>` sources resolve there). Removed on drop.
+struct Workdir {
+    dir: PathBuf,
+    env: Vec<(&'static str, PathBuf)>,
+}
+
+impl Workdir {
+    fn new(ws: &RenderedWorkspace) -> Self {
+        let dir = std::env::temp_dir().join(unique("yz-iac"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::os::unix::fs::symlink(repo_root().join("examples/modules"), dir.join("modules"))
+            .expect("symlink modules");
+        // An empty CLI configuration: no plugin mirrors or credentials from the environment.
+        std::fs::write(dir.join("tofu.rc"), "").expect("cli config");
+        let workdir = Workdir {
+            dir,
+            env: Vec::new(),
+        };
+        workdir.write(ws);
+        workdir
+    }
+
+    /// Sets `name` in the environment of every `tofu` run.
+    fn with_env(mut self, name: &'static str, value: &Path) -> Self {
+        self.env.push((name, value.to_owned()));
+        self
+    }
+
+    fn write(&self, ws: &RenderedWorkspace) {
+        for (name, content) in &ws.files {
+            std::fs::write(self.dir.join(name), content).expect("write rendered file");
+        }
+    }
+
+    /// Runs `tofu args…` in the workspace.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(tofu_bin())
+            .args(args)
+            .current_dir(&self.dir)
+            .env("TF_CLI_CONFIG_FILE", self.dir.join("tofu.rc"))
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("running tofu")
+    }
+
+    /// Runs `tofu args…` and returns its stdout; panics with tofu's output if it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tofu {args:?} failed in {}:\n{}\n{}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn init(&self) {
+        self.ok(&["init", "-backend=false", "-input=false", "-no-color"]);
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("tofu prints JSON")
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_example(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).expect("example file")
+}
+
+/// The CloudProvider of `examples/platform/provider.yaml` (its first document).
+fn example_provider() -> ProviderConfig {
+    let yaml = read_example("examples/platform/provider.yaml");
+    let doc = serde_yaml::Deserializer::from_str(&yaml)
+        .next()
+        .expect("a YAML document");
+    let provider: CloudProvider = serde::Deserialize::deserialize(doc).expect("a CloudProvider");
+    ProviderConfig::from_spec("gx-gov-cloud", &provider.spec).expect("valid provider")
+}
+
+/// The request of `examples/department/resource-request.yaml` (web ecs ×2, db rds).
+fn example_request() -> ResourceRequest {
+    let mut request: ResourceRequest =
+        serde_yaml::from_str(&read_example("examples/department/resource-request.yaml"))
+            .expect("a request");
+    request.metadata.uid = Some("6f1c2a7e-3b9d-4c1e-9a57-0d2b8e4f6a10".to_owned());
+    request
+}
+
+fn example_input(state: StateBackend) -> WorkspaceInput {
+    WorkspaceInput::for_request(&example_request(), "gx-finance", example_provider(), state)
+}
+
+fn kubernetes_state() -> StateBackend {
+    StateBackend::Kubernetes {
+        namespace: "yunzhang-system".to_owned(),
+        secret_suffix: "6f1c2a7e-3b9d-4c1e-9a57-0d2b8e4f6a10".to_owned(),
+        config_path: None,
+    }
+}
+
+/// One item of each type, with every size its module takes.
+fn one_of_each() -> Vec<ResourceItem> {
+    ResourceType::ALL
+        .into_iter()
+        .map(|type_| {
+            let size = |takes: bool, v: u32| takes.then_some(v);
+            ResourceItem {
+                name: format!("my-{}", type_.as_str()),
+                type_,
+                sku: format!("{}.standard", type_.as_str()),
+                count: 2,
+                vcpu: size(type_ == ResourceType::Ecs, 4),
+                memory_gi_b: size(type_ == ResourceType::Ecs, 8),
+                storage_gi_b: size(matches!(type_, ResourceType::Ecs | ResourceType::Rds), 100),
+                object_storage_gi_b: size(type_ == ResourceType::Oss, 1024),
+                bandwidth_mbps: size(matches!(type_, ResourceType::Slb | ResourceType::Eip), 50),
+            }
+        })
+        .collect()
+}
+
+fn assert_valid(workdir: &Workdir) {
+    let report = workdir.json(&["validate", "-json", "-no-color"]);
+    assert_eq!(report["valid"], json!(true), "{report:#}");
+    assert_eq!(report["error_count"], json!(0), "{report:#}");
+    assert_eq!(report["warning_count"], json!(0), "{report:#}");
+}
+
+/// The example request, and one item of every type, validate as rendered for the cluster
+/// (kubernetes backend; `init -backend=false` leaves the backend unconfigured).
+#[test]
+fn example_workspaces_validate() {
+    let tax_portal = render_workspace(&example_input(kubernetes_state())).expect("renders");
+    let every_type = render_workspace(&WorkspaceInput {
+        items: one_of_each(),
+        ..example_input(kubernetes_state())
+    })
+    .expect("renders");
+    for ws in [tax_portal, every_type] {
+        let workdir = Workdir::new(&ws);
+        workdir.init();
+        assert_valid(&workdir);
+    }
+}
+
+/// Strings that would be HCL syntax or templates if they were not escaped: interpolations,
+/// directives, the positions where hcl-rs's own escaping fails, quotes, backslashes, newlines.
+const DEPARTMENT: &str = "财政厅 ${path.cwd} %{ if true }yes%{ endif } \"quoted\" back\\slash";
+const PROJECT: &str = "GX-${}%${path.cwd}$%{ if true }x%{ endif }$${kept}%%{kept}";
+const FILING: &str = "YZ-2026-000001\n\t}\nresource \"terraform_data\" \"x\" {\n#\\n$";
+const SKU: &str = "ecs.c2.large\"} ${jsonencode({a = 1})} \\${x} \\\\";
+
+fn escaping_input() -> WorkspaceInput {
+    let mut input = example_input(StateBackend::Local);
+    input.department = DEPARTMENT.to_owned();
+    input.project_code = Some(PROJECT.to_owned());
+    input.filing_number = Some(FILING.to_owned());
+    input.request.uid = "uid-${uuid()}".to_owned();
+    for item in &mut input.items {
+        item.sku = SKU.to_owned();
+    }
+    input
+}
+
+/// `tofu output -json`'s value of output `name`.
+fn output(workdir: &Workdir, name: &str) -> Value {
+    let outputs = workdir.json(&["output", "-json", "-no-color"]);
+    outputs[name]["value"].clone()
+}
+
+/// User strings reach OpenTofu unchanged: applied (local state, `terraform_data` only), the
+/// modules' `tags` outputs and the resources' inputs hold exactly the strings rendered. Then a
+/// larger size re-rendered into the same workspace plans as an in-place update.
+#[test]
+fn user_strings_reach_tofu_literally_and_size_changes_show_in_plan() {
+    let input = escaping_input();
+    let workdir = Workdir::new(&render_workspace(&input).expect("renders"));
+    workdir.init();
+    assert_valid(&workdir);
+    workdir.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+
+    let want_tags = json!({
+        "yunzhang.io/department": DEPARTMENT,
+        "yunzhang.io/filing-number": FILING,
+        "yunzhang.io/project": PROJECT,
+        "yunzhang.io/request": "gx-finance/tax-portal",
+        "yunzhang.io/request-uid": "uid-${uuid()}",
+    });
+    for item in ["web", "db"] {
+        let out = output(&workdir, item);
+        assert_eq!(out["tags"], want_tags, "module {item}");
+    }
+    let web = output(&workdir, "web");
+    assert_eq!(
+        web["names"],
+        json!(["gx-finance-tax-portal-web-0", "gx-finance-tax-portal-web-1"])
+    );
+    assert_eq!(
+        output(&workdir, "db")["endpoint"],
+        json!("gx-finance-tax-portal-db.rds.nanning-1.internal:3306")
+    );
+
+    let state = workdir.json(&["show", "-json", "-no-color"]);
+    let mut inputs = 0;
+    for module in state["values"]["root_module"]["child_modules"]
+        .as_array()
+        .expect("child modules")
+    {
+        for resource in module["resources"].as_array().expect("resources") {
+            let values = &resource["values"]["input"];
+            assert_eq!(values["sku"], json!(SKU), "{resource:#}");
+            assert_eq!(values["tags"], want_tags, "{resource:#}");
+            inputs += 1;
+        }
+    }
+    assert_eq!(inputs, 3, "web ×2 and db ×1");
+
+    // A larger disk for web: both instances update in place, nothing else changes.
+    let mut bigger = input.clone();
+    for item in &mut bigger.items {
+        if item.name == "web" {
+            item.storage_gi_b = Some(200);
+        }
+    }
+    workdir.write(&render_workspace(&bigger).expect("renders"));
+    workdir.ok(&["plan", "-input=false", "-no-color", "-out=change.tfplan"]);
+    let plan = workdir.json(&["show", "-json", "-no-color", "change.tfplan"]);
+    let mut changes: Vec<(String, Value)> = plan["resource_changes"]
+        .as_array()
+        .expect("resource changes")
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().expect("address").to_owned(),
+                c["change"]["actions"].clone(),
+            )
+        })
+        .collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        changes,
+        vec![
+            (
+                "module.db.terraform_data.instance[0]".to_owned(),
+                json!(["no-op"])
+            ),
+            (
+                "module.web.terraform_data.instance[0]".to_owned(),
+                json!(["update"])
+            ),
+            (
+                "module.web.terraform_data.instance[1]".to_owned(),
+                json!(["update"])
+            ),
+        ]
+    );
+}
+
+/// The reference modules refuse what the API would refuse, with their own message, should a
+/// bad value ever get past admission.
+#[test]
+fn modules_refuse_out_of_range_sizes() {
+    let mut input = example_input(StateBackend::Local);
+    input.items.retain(|i| i.name == "web");
+    input.items[0].count = 0;
+    input.items[0].vcpu = Some(1024);
+    let workdir = Workdir::new(&render_workspace(&input).expect("renders"));
+    workdir.init();
+    let out = workdir.run(&["plan", "-input=false", "-no-color"]);
+    assert!(!out.status.success(), "plan must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("instance_count must be a whole number from 1 to 1000."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vcpu must be a whole number from 1 to 512."),
+        "{stderr}"
+    );
+}
+
+/// With the `kubernetes` backend as rendered for the operator, state lands in the Secret
+/// `tfstate-default-<secret_suffix>` of the state namespace, and a fresh checkout of the same
+/// workspace reads it back: planning again changes nothing. The backend reaches the API server
+/// through `KUBE_CONFIG_PATH`, as the local executor will.
+#[tokio::test]
+async fn state_lives_in_a_secret_in_the_cluster() {
+    let kubeconfig = cluster().admin_kubeconfig.clone();
+    let namespace = unique("iac-state");
+    create_namespace(&namespace).await.expect("state namespace");
+    let suffix = unique("tax-portal");
+    let mut input = example_input(StateBackend::Kubernetes {
+        namespace: namespace.clone(),
+        secret_suffix: suffix.clone(),
+        config_path: None,
+    });
+    input.items.retain(|i| i.name == "db");
+    let ws = render_workspace(&input).expect("renders");
+
+    let first = Workdir::new(&ws).with_env("KUBE_CONFIG_PATH", &kubeconfig);
+    first.ok(&["init", "-input=false", "-no-color"]);
+    first.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+
+    let secrets: Api<Secret> = Api::namespaced(admin().await, &namespace);
+    let secret = secrets
+        .get(&format!("tfstate-default-{suffix}"))
+        .await
+        .expect("state Secret");
+    let labels = secret.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("tfstate").map(String::as_str), Some("true"));
+    assert!(
+        !first.dir.join("terraform.tfstate").exists(),
+        "no local state"
+    );
+
+    let second = Workdir::new(&ws).with_env("KUBE_CONFIG_PATH", &kubeconfig);
+    second.ok(&["init", "-input=false", "-no-color"]);
+    let plan = second.run(&["plan", "-input=false", "-no-color", "-detailed-exitcode"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "expected no changes:\n{}\n{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+}
