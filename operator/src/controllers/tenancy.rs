@@ -234,12 +234,15 @@ pub async fn reconcile_request(
     let uid = rr.uid().unwrap_or_default();
     if rr.meta().deletion_timestamp.is_some() {
         if has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
+            // The holding stays counted until the object is really gone: releasing it first
+            // and then failing to drop the finalizer would let another request take the room
+            // while this one still shows it.
+            apply_finalizer(&api, rr.as_ref(), None).await?;
             let released = {
                 let mut ledger = ctx.tenancy.ledger.lock().await;
                 ledger.written.remove(&uid);
                 ledger.holdings.remove(&uid)
             };
-            apply_finalizer(&api, rr.as_ref(), None).await?;
             if let Some(h) = released {
                 info!(request = %format!("{ns}/{}", rr.name_any()), department = h.department, "quota released");
                 admit_department(&ctx, &h.department).await?;

@@ -104,8 +104,14 @@ impl Amounts {
         to_api(&self.0, true)
     }
 
+    /// From the API's amounts; zero entries are dropped, so that amounts read back from a
+    /// status compare equal to the same amounts computed from a spec.
     pub fn from_api(limits: &ApiLimits) -> Amounts {
-        Amounts(from_api(limits))
+        let mut a = Amounts::default();
+        for (d, v) in from_api(limits) {
+            a.add(d, v);
+        }
+        a
     }
 }
 
@@ -491,6 +497,12 @@ mod tests {
         assert_eq!(total.get(Dimension::Vcpu), Some(dec!(15)));
         assert_eq!(total.get(Dimension::MemoryGiB), Some(dec!(20)));
         assert_eq!(total.get(Dimension::Databases), None);
+    }
+
+    #[test]
+    fn amounts_read_back_from_status_equal_the_demand() {
+        let asked = demand(&[item("web", ResourceType::Ecs, 2, Some(4), Some(8))], None);
+        assert_eq!(Amounts::from_api(&asked.to_api()), asked);
     }
 
     #[test]
