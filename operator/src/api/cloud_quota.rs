@@ -18,13 +18,38 @@ use super::common::{Conditions, Money};
     category = "yunzhang",
     status = "CloudQuotaStatus",
     printcolumn(name = "vCPU", type_ = "integer", json_path = ".spec.hard.vcpu"),
-    printcolumn(name = "vCPU Reserved", type_ = "integer", json_path = ".status.reserved.vcpu"),
+    printcolumn(
+        name = "vCPU Reserved",
+        type_ = "integer",
+        json_path = ".status.reserved.vcpu"
+    ),
     printcolumn(name = "vCPU Used", type_ = "integer", json_path = ".status.used.vcpu"),
-    printcolumn(name = "vCPU Available", type_ = "integer", json_path = ".status.available.vcpu"),
-    printcolumn(name = "Monthly Cost", type_ = "string", json_path = ".spec.hard.monthlyCost"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Valid Until", type_ = "string", json_path = ".spec.validUntil", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "vCPU Available",
+        type_ = "integer",
+        json_path = ".status.available.vcpu"
+    ),
+    printcolumn(
+        name = "Monthly Cost",
+        type_ = "string",
+        json_path = ".spec.hard.monthlyCost"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Valid Until",
+        type_ = "string",
+        json_path = ".spec.validUntil",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(self.validFrom) || !has(self.validUntil) || timestamp(self.validUntil) > timestamp(self.validFrom)").message("spec.validUntil must be later than spec.validFrom").field_path(".validUntil"))]
 #[serde(rename_all = "camelCase")]
