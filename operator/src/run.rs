@@ -21,9 +21,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::{
-    api::{
-        Approval, ApprovalPolicy, CloudProvider, MigrationWorkload, PriceBook, SettlementReport,
-    },
+    api::{Approval, ApprovalPolicy, CloudProvider, MigrationWorkload, SettlementReport},
     controllers::{
         Context, FIELD_MANAGER, status::ready_controller, tenancy::Tenancy,
         wiring::tenancy_controllers,
@@ -160,6 +158,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ctx_controllers.departments.store(),
             ctx_controllers.quotas.store(),
             ctx_controllers.requests.store(),
+            ctx_controllers.price_books.store(),
         ));
         let ctx = Arc::new(Context {
             client: client.clone(),
@@ -180,7 +179,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Box::pin(ready_controller::<Approval>(ctx.clone(), stop())),
             Box::pin(ready_controller::<ApprovalPolicy>(ctx.clone(), stop())),
             Box::pin(ready_controller::<CloudProvider>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<PriceBook>(ctx.clone(), stop())),
             Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
             Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
         ]);

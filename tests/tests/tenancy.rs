@@ -355,6 +355,39 @@ async fn examples_hierarchy_is_effective(client: &Client) -> anyhow::Result<()> 
         let (reason, message) = quota_verdict(client, ns, "base-2026").await?;
         ensure!(reason == "Effective", "{ns}/base-2026: {reason}: {message}");
     }
+    // The example request is priced from the example price book and reserves its monthly cost:
+    // web 2 × ¥0.80/h × 730 h = 1168.00, db ¥1800.00/month; 2968.00 less gx-finance's 10% = 2671.20.
+    for doc in read_yaml_documents(&dir.join("provider.yaml"))?
+        .iter()
+        .chain(&read_yaml_documents(
+            &repo_root().join("examples/department/resource-request.yaml"),
+        )?)
+    {
+        apply(client, doc).await?;
+    }
+    let rrs: Api<ResourceRequest> = Api::namespaced(client.clone(), "gx-finance");
+    let rr = wait_for(&rrs, "tax-portal", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.quota.is_some() && s.estimate.is_some())
+    })
+    .await?;
+    let status = rr.status.unwrap();
+    ensure!(
+        status.estimate.as_ref().map(|e| e.monthly.0.as_str()) == Some("2671.20"),
+        "estimate {:?}",
+        status.estimate
+    );
+    ensure!(
+        status
+            .quota
+            .as_ref()
+            .and_then(|q| q.amounts.monthly_cost.as_ref())
+            .map(|m| m.0.as_str())
+            == Some("2671.20"),
+        "held {:?}",
+        status.quota
+    );
     Ok(())
 }
 

@@ -27,7 +27,11 @@ use tracing::info;
 
 use super::{Error, SharedContext, apply_finalizer, has_finalizer, status::apply_status};
 use crate::{
-    api::{CloudQuota, Department, HoldingState, Phase, QuotaHolding, ResourceRequest},
+    api::{
+        CloudQuota, Department, HoldingState, Phase, PriceBook, QuotaHolding, ResourceRequest,
+        resource_request::Estimate,
+    },
+    billing::{MonthlyEstimate, Prices, estimate_monthly},
     conditions::{self, condition},
     tenancy::{
         hierarchy::{self, QuotaInput, QuotaVerdict},
@@ -45,6 +49,7 @@ pub struct Tenancy {
     pub departments: Store<Department>,
     pub quotas: Store<CloudQuota>,
     pub requests: Store<ResourceRequest>,
+    pub price_books: Store<PriceBook>,
     ledger: Mutex<Ledger>,
 }
 
@@ -69,13 +74,40 @@ impl Tenancy {
         departments: Store<Department>,
         quotas: Store<CloudQuota>,
         requests: Store<ResourceRequest>,
+        price_books: Store<PriceBook>,
     ) -> Self {
         Tenancy {
             departments,
             quotas,
             requests,
+            price_books,
             ledger: Mutex::default(),
         }
+    }
+
+    /// The monthly cost estimate of `items` for a department, from its provider's price books,
+    /// or why there is none.
+    pub fn estimate(
+        &self,
+        dept: &Department,
+        items: &[crate::api::ResourceItem],
+        now: DateTime<Utc>,
+    ) -> Result<MonthlyEstimate, String> {
+        let provider = dept.spec.provider.as_deref().ok_or_else(|| {
+            format!(
+                "Department {} names no spec.provider to price it",
+                dept.name_any()
+            )
+        })?;
+        let books = self.price_books.state();
+        let prices = Prices::from_books(
+            books
+                .iter()
+                .filter(|b| b.spec.provider == provider)
+                .map(|b| (b.metadata.name.as_deref().unwrap_or_default(), &b.spec)),
+        )
+        .map_err(|e| e.to_string())?;
+        estimate_monthly(items, &prices, provider, &dept.name_any(), now).map_err(|e| e.to_string())
     }
 
     /// The Department that owns namespace `ns`.
@@ -261,7 +293,8 @@ pub async fn reconcile_request(
                 "namespace {ns} belongs to no Department: a platform engineer must list it in a Department's spec.namespaces"
             );
             let mut ledger = ctx.tenancy.ledger.lock().await;
-            write_request_status(&ctx, &mut ledger, &rr, Phase::Pending, &message, None).await?;
+            write_request_status(&ctx, &mut ledger, &rr, Phase::Pending, &message, None, None)
+                .await?;
         }
     }
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -295,10 +328,28 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
                 .is_some_and(|d| d.name_any() == department)
         })
         .collect();
-    // A reservation made for an older spec is given back and the request queues again.
+    // Price every waiting or reserved request once per pass.
+    let now = Utc::now();
+    let estimates: HashMap<String, Result<MonthlyEstimate, String>> = waiting
+        .iter()
+        .map(|r| {
+            (
+                r.uid().unwrap_or_default(),
+                tenancy.estimate(&dept, &r.spec.items, now),
+            )
+        })
+        .collect();
+    let asked_of = |r: &ResourceRequest| {
+        let cost = estimates
+            .get(&r.uid().unwrap_or_default())
+            .and_then(|e| e.as_ref().ok())
+            .map(|e| e.total);
+        quota::demand(&r.spec.items, cost)
+    };
+    // A reservation made for an older spec (or price) is given back and the request queues again.
     for r in &waiting {
         let uid = r.uid().unwrap_or_default();
-        let asked = quota::demand(&r.spec.items, None);
+        let asked = asked_of(r);
         if ledger
             .holdings
             .get(&uid)
@@ -323,12 +374,20 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
         .iter()
         .map(|r| Candidate {
             key: format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
-            asked: quota::demand(&r.spec.items, None),
+            asked: asked_of(r),
+            unpriced: estimates
+                .get(&r.uid().unwrap_or_default())
+                .and_then(|e| e.as_ref().err())
+                .cloned(),
         })
         .collect();
     let decisions = quota::admit(&candidates, &capacity, &held);
     for ((r, candidate), (_, decision)) in waiting.iter().zip(&candidates).zip(decisions) {
         let uid = r.uid().unwrap_or_default();
+        let estimate = estimates
+            .get(&uid)
+            .and_then(|e| e.as_ref().ok())
+            .and_then(|e| e.to_status(None).ok());
         match decision {
             Admission::Reserve => {
                 // Counted before it is written: a write that fails after landing can't let
@@ -353,6 +412,7 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
                     Phase::Pending,
                     "quota reserved",
                     Some(holding),
+                    estimate,
                 )
                 .await
                 {
@@ -363,8 +423,16 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
                 info!(request = candidate.key, department, "quota reserved");
             }
             Admission::Wait(message) => {
-                write_request_status(ctx, &mut ledger, r, Phase::QuotaExceeded, &message, None)
-                    .await?;
+                write_request_status(
+                    ctx,
+                    &mut ledger,
+                    r,
+                    Phase::QuotaExceeded,
+                    &message,
+                    None,
+                    estimate,
+                )
+                .await?;
             }
         }
     }
@@ -378,6 +446,7 @@ async fn write_request_status(
     phase: Phase,
     message: &str,
     holding: Option<QuotaHolding>,
+    estimate: Option<Estimate>,
 ) -> Result<(), Error> {
     let uid = rr.uid().unwrap_or_default();
     let generation = rr.meta().generation;
@@ -414,17 +483,13 @@ async fn write_request_status(
         "phase": phase,
         "message": message,
         "quota": holding,
+        "estimate": estimate,
         "conditions": cond,
     });
     // Compare without transition times, which only move with the status.
-    let fingerprint = json!([
-        generation,
-        phase,
-        message,
-        holding.as_ref().map(|h| serde_json::to_value(h).ok())
-    ]);
+    let fingerprint = json!([generation, phase, message, holding, estimate]);
     if ledger.written.get(&uid) == Some(&fingerprint)
-        || same_as_stored(rr, phase, message, &holding)
+        || same_as_stored(rr, phase, message, &holding, &estimate)
     {
         return Ok(());
     }
@@ -446,11 +511,13 @@ fn same_as_stored(
     phase: Phase,
     message: &str,
     holding: &Option<QuotaHolding>,
+    estimate: &Option<Estimate>,
 ) -> bool {
     rr.status.as_ref().is_some_and(|s| {
         s.phase == Some(phase)
             && s.message.as_deref() == Some(message)
             && &s.quota == holding
+            && &s.estimate == estimate
             && s.observed_generation == rr.meta().generation
     })
 }

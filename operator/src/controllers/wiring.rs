@@ -10,14 +10,20 @@ use kube::{
 };
 use tracing::debug;
 
-use super::{SharedContext, department::reconcile_department, status::error_policy, tenancy};
-use crate::api::{CloudQuota, Department, ResourceRequest};
+use super::{
+    SharedContext,
+    department::reconcile_department,
+    status::{error_policy, reconcile_ready},
+    tenancy,
+};
+use crate::api::{CloudQuota, Department, PriceBook, ResourceRequest};
 
 /// The three tenancy controllers, built before they run so their stores can be shared.
 pub struct TenancyControllers {
     pub departments: Controller<Department>,
     pub quotas: Controller<CloudQuota>,
     pub requests: Controller<ResourceRequest>,
+    pub price_books: Controller<PriceBook>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
@@ -26,6 +32,7 @@ pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
         departments: Controller::new(Api::<Department>::all(client.clone()), cfg()),
         quotas: Controller::new(Api::<CloudQuota>::all(client.clone()), cfg()),
         requests: Controller::new(Api::<ResourceRequest>::all(client.clone()), cfg()),
+        price_books: Controller::new(Api::<PriceBook>::all(client.clone()), cfg()),
     }
 }
 
@@ -97,7 +104,13 @@ impl TenancyControllers {
             )
             .for_each(log_result);
 
-        futures::join!(departments, quotas, requests);
+        let price_books = self
+            .price_books
+            .graceful_shutdown_on(stop())
+            .run(reconcile_ready, error_policy::<PriceBook>, ctx.clone())
+            .for_each(log_result);
+
+        futures::join!(departments, quotas, requests, price_books);
     }
 }
 

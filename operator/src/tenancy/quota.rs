@@ -232,7 +232,9 @@ pub fn demand(items: &[ResourceItem], monthly_cost: Option<Decimal>) -> Amounts 
         }
     }
     if let Some(cost) = monthly_cost {
-        a.add(Dimension::MonthlyCost, cost);
+        // Held amounts are written with two decimals; rounding here keeps a holding read back
+        // from status equal to the demand computed from the spec.
+        a.add(Dimension::MonthlyCost, cost.round_dp(2));
     }
     a
 }
@@ -264,6 +266,8 @@ pub struct Candidate {
     /// `namespace/name`.
     pub key: String,
     pub asked: Amounts,
+    /// Why the monthly cost is unknown, when it is (no provider, no price for a SKU, …).
+    pub unpriced: Option<String>,
 }
 
 /// The department's capacity: its combined valid quotas.
@@ -305,7 +309,12 @@ pub fn admit(
                 Admission::Wait("no valid CloudQuota for this department: ask the platform team for one".to_owned())
             } else {
                 let remaining = capacity.hard.remaining(&held);
+                let cost_unknown = c.unpriced.as_ref().filter(|_| capacity.hard.get(Dimension::MonthlyCost).is_some());
                 match (shortfall(&c.asked, &remaining), blocked_by) {
+                    _ if cost_unknown.is_some() => Admission::Wait(format!(
+                        "{quota_name} limits monthlyCost, but this request has no cost estimate: {}",
+                        cost_unknown.map(String::as_str).unwrap_or_default()
+                    )),
                     (Some(s), _) => Admission::Wait(format!(
                         "{quota_name}: {} requested {}, available {} of {}",
                         s.dimension,
@@ -421,6 +430,7 @@ mod tests {
             &[Candidate {
                 key: "gx-finance/big".into(),
                 asked: vcpu(16),
+                unpriced: None,
             }],
             &capacity(64),
             &vcpu(56),
@@ -438,6 +448,7 @@ mod tests {
         let c = |k: &str, n| Candidate {
             key: k.into(),
             asked: vcpu(n),
+            unpriced: None,
         };
         let out = admit(
             &[c("a", 30), c("b", 40), c("c", 10)],
@@ -460,6 +471,7 @@ mod tests {
             &[Candidate {
                 key: "a".into(),
                 asked: vcpu(1),
+                unpriced: None,
             }],
             &Capacity::default(),
             &Amounts::default(),
@@ -475,6 +487,7 @@ mod tests {
             &[Candidate {
                 key: "a".into(),
                 asked,
+                unpriced: None,
             }],
             &capacity(1),
             &Amounts::default(),
@@ -506,6 +519,37 @@ mod tests {
     }
 
     #[test]
+    fn monthly_cost_is_held_to_the_fen() {
+        let asked = demand(&[], Some(dec!(929.0322)));
+        assert_eq!(asked.get(Dimension::MonthlyCost), dec!(929.03));
+        assert_eq!(Amounts::from_api(&asked.to_api()), asked);
+    }
+
+    #[test]
+    fn unpriced_requests_wait_only_where_a_quota_limits_cost() {
+        let unpriced = Candidate {
+            key: "a".into(),
+            asked: vcpu(1),
+            unpriced: Some("no price for sku x".into()),
+        };
+        assert_eq!(
+            admit(
+                std::slice::from_ref(&unpriced),
+                &capacity(10),
+                &Amounts::default()
+            )[0]
+            .1,
+            Admission::Reserve
+        );
+        let mut cap = capacity(10);
+        cap.hard.0.insert(Dimension::MonthlyCost, dec!(100));
+        assert_eq!(
+            admit(&[unpriced], &cap, &Amounts::default())[0].1,
+            Admission::Wait("quota gx-finance/base-2026 limits monthlyCost, but this request has no cost estimate: no price for sku x".into())
+        );
+    }
+
+    #[test]
     fn api_round_trip() {
         let api = ApiLimits {
             vcpu: Some(64),
@@ -520,7 +564,7 @@ mod tests {
         /// every request that waits either doesn't fit or comes after one that doesn't.
         #[test]
         fn never_over_commits(sizes in prop::collection::vec(0u32..20, 0..200), hard in 0u32..100, already in 0u32..50) {
-            let candidates: Vec<_> = sizes.iter().enumerate().map(|(i, n)| Candidate { key: format!("r{i}"), asked: vcpu(*n) }).collect();
+            let candidates: Vec<_> = sizes.iter().enumerate().map(|(i, n)| Candidate { key: format!("r{i}"), asked: vcpu(*n), unpriced: None }).collect();
             let out = admit(&candidates, &capacity(hard), &vcpu(already));
             let admitted: u32 = out.iter().zip(&sizes).filter(|((_, a), _)| *a == Admission::Reserve).map(|(_, n)| *n).sum();
             prop_assert!(admitted + already <= hard.max(already));
