@@ -271,3 +271,17 @@ fn admin_router(state: AdminState) -> Router {
         )
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    /// kube and reqwest share the one installed provider (ring): building a reqwest client panics
+    /// when no provider, or an ambiguous pair, is installed.
+    #[test]
+    fn one_crypto_provider_serves_reqwest() {
+        super::install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+        reqwest::Client::builder()
+            .build()
+            .expect("reqwest client with the installed rustls provider");
+    }
+}
