@@ -296,27 +296,42 @@ async fn deletion_waits_until_requests_are_gone(client: &Client) -> anyhow::Resu
     .await?;
 
     let depts: Api<Department> = Api::all(client.clone());
-    depts.delete(&dept, &DeleteParams::default()).await?;
-    let blocked = wait_for(&depts, &dept, WAIT, |d| {
-        d.status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "DeletionBlocked"))
+    // The API server refuses the deletion, naming the request, once the Department's status
+    // counts it.
+    wait_for(&depts, &dept, WAIT, |d| {
+        d.status.as_ref().is_some_and(|s| s.live_request_count == 1)
     })
     .await?;
-    let message = blocked
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "DeletionBlocked")
-        .unwrap()
-        .message;
+    match depts.delete(&dept, &DeleteParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            let expected = format!(
+                "can't delete Department {dept}: 1 live request(s) must exit first (set spec.lifecycle: Retired, or delete them): {dept}/live"
+            );
+            ensure!(
+                s.message.contains(&expected),
+                "refusal {:?} lacks {expected:?}",
+                s.message
+            );
+        }
+        other => bail!(
+            "deleting a Department with a live request was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
     ensure!(
-        message.contains(&format!("{dept}/live")) && message.contains("1 live request"),
-        "{message}"
+        depts
+            .get_opt(&dept)
+            .await?
+            .is_some_and(|d| d.metadata.deletion_timestamp.is_none()),
+        "department untouched"
     );
 
     rrs.delete("live", &DeleteParams::default()).await?;
+    wait_for(&depts, &dept, WAIT, |d| {
+        d.status.as_ref().is_some_and(|s| s.live_request_count == 0)
+    })
+    .await?;
+    depts.delete(&dept, &DeleteParams::default()).await?;
     eventually(|| async {
         match depts.get_opt(&dept).await? {
             None => Ok(()),

@@ -149,6 +149,14 @@ pub struct DepartmentStatus {
     /// Namespaces the operator created and keeps for the department.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// How many requests in its namespaces have not exited. While this is above zero the API
+    /// server refuses to delete the Department (ValidatingAdmissionPolicy
+    /// `yunzhang-department-deletion`).
+    #[serde(default)]
+    pub live_request_count: u32,
+    /// The first of those requests (`namespace/name`, at most 10), named in the refusal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub live_requests: Vec<String>,
     /// The department's own quota: its effective CloudQuotas (less what its children's quotas
     /// take), and what its own requests hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]

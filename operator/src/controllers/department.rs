@@ -172,9 +172,12 @@ pub async fn reconcile_department(
             Timestamp::now(),
         ),
     );
+    let live = live_requests(&ctx, &dept);
     let status = json!({
         "observedGeneration": generation,
         "namespaces": owned,
+        "liveRequestCount": live.len(),
+        "liveRequests": live.iter().take(10).collect::<Vec<_>>(),
         "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
         "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
         "conditions": conds,
