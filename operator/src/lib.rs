@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod controllers;
 pub mod iac;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod run;
 pub mod tenancy;
