@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::{
-    Error, FIELD_MANAGER, SharedContext, apply_finalizer, has_finalizer, publish_event,
+    Error, FIELD_MANAGER, SharedContext, apply_finalizer, has_finalizer, measured, publish_event,
     status::apply_status,
 };
 use crate::{
@@ -40,6 +40,10 @@ pub async fn reconcile_department(
     dept: Arc<Department>,
     ctx: SharedContext,
 ) -> Result<Action, Error> {
+    measured::<Department>(&ctx.clone(), reconcile(dept, ctx)).await
+}
+
+async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, Error> {
     let api: Api<Department> = Api::all(ctx.client.clone());
     let name = dept.name_any();
     let generation = dept.meta().generation;

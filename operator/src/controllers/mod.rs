@@ -53,6 +53,24 @@ impl Error {
     }
 }
 
+/// Run one reconcile of kind `K`, counting it and timing it in the metrics.
+pub async fn measured<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    reconcile: impl std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    let labels = crate::metrics::KindLabels {
+        kind: K::kind(&()).to_string(),
+    };
+    ctx.metrics.reconciliations.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
 /// Whether `obj` carries `finalizer`.
 pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
     obj.finalizers().iter().any(|f| f == finalizer)

@@ -14,11 +14,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::{Error, FIELD_MANAGER, SharedContext};
+use super::{Error, FIELD_MANAGER, SharedContext, measured};
 use crate::{
     api::CONDITION_READY,
     conditions::{self, condition},
-    metrics::{ErrorLabels, KindLabels},
+    metrics::ErrorLabels,
 };
 
 /// An `Api` for writing the status of `obj`, namespaced or cluster-scoped alike.
@@ -71,36 +71,30 @@ pub async fn reconcile_ready<K>(obj: Arc<K>, ctx: SharedContext) -> Result<Actio
 where
     K: Resource<DynamicType = ()> + serde::Serialize,
 {
-    let kind = K::kind(&()).to_string();
-    let labels = KindLabels { kind: kind.clone() };
-    ctx.metrics.reconciliations.get_or_create(&labels).inc();
-    let started = std::time::Instant::now();
-
-    let generation = obj.meta().generation;
-    let existing = current_conditions(obj.as_ref());
-    if !conditions::is_true_for(&existing, CONDITION_READY, generation) {
-        let ready = condition(
-            CONDITION_READY,
-            true,
-            "Reconciled",
-            "observed by yunzhang",
-            generation,
-            Timestamp::now(),
-        );
-        let merged = conditions::merge(existing, ready);
-        apply_status(
-            &ctx,
-            obj.as_ref(),
-            json!({"observedGeneration": generation, "conditions": merged}),
-        )
-        .await?;
-        debug!(kind, name = %obj.name_any(), ?generation, "status written");
-    }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    Ok(Action::requeue(Duration::from_secs(3600)))
+    measured::<K>(&ctx.clone(), async move {
+        let generation = obj.meta().generation;
+        let existing = current_conditions(obj.as_ref());
+        if !conditions::is_true_for(&existing, CONDITION_READY, generation) {
+            let ready = condition(
+                CONDITION_READY,
+                true,
+                "Reconciled",
+                "observed by yunzhang",
+                generation,
+                Timestamp::now(),
+            );
+            let merged = conditions::merge(existing, ready);
+            apply_status(
+                &ctx,
+                obj.as_ref(),
+                json!({"observedGeneration": generation, "conditions": merged}),
+            )
+            .await?;
+            debug!(kind = %K::kind(&()), name = %obj.name_any(), ?generation, "status written");
+        }
+        Ok(Action::requeue(Duration::from_secs(3600)))
+    })
+    .await
 }
 
 /// Requeue failed reconciles with a pause, and count them.

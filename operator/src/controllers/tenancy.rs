@@ -9,7 +9,7 @@
 //! A crash loses nothing: what was written is in the next LIST, what wasn't was never promised.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -19,13 +19,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::ListParams,
-    runtime::{controller::Action, reflector::Store},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
 };
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::info;
 
-use super::{Error, SharedContext, apply_finalizer, has_finalizer, status::apply_status};
+use super::{Error, SharedContext, apply_finalizer, has_finalizer, measured, status::apply_status};
 use crate::{
     api::{
         CloudQuota, Department, HoldingState, Phase, PriceBook, QuotaHolding, ResourceRequest,
@@ -60,6 +63,9 @@ struct Ledger {
     holdings: HashMap<String, Holding>,
     /// The last status written per request uid, to skip writes that change nothing.
     written: HashMap<String, Value>,
+    /// Requests by namespace, so a pass looks at its department's requests only. Seeded from
+    /// the LIST that loads the ledger, kept current by every request reconcile.
+    by_namespace: HashMap<String, BTreeSet<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -85,15 +91,9 @@ impl Tenancy {
         }
     }
 
-    /// The monthly cost estimate of `items` for a department, from its provider's price books,
-    /// or why there is none.
-    pub fn estimate(
-        &self,
-        dept: &Department,
-        items: &[crate::api::ResourceItem],
-        now: DateTime<Utc>,
-    ) -> Result<MonthlyEstimate, String> {
-        let provider = dept.spec.provider.as_deref().ok_or_else(|| {
+    /// The department's provider and its price books, or why there are none to price with.
+    pub fn prices_for(&self, dept: &Department) -> Result<(String, Prices), String> {
+        let provider = dept.spec.provider.clone().ok_or_else(|| {
             format!(
                 "Department {} names no spec.provider to price it",
                 dept.name_any()
@@ -107,7 +107,7 @@ impl Tenancy {
                 .map(|b| (b.metadata.name.as_deref().unwrap_or_default(), &b.spec)),
         )
         .map_err(|e| e.to_string())?;
-        estimate_monthly(items, &prices, provider, &dept.name_any(), now).map_err(|e| e.to_string())
+        Ok((provider, prices))
     }
 
     /// The Department that owns namespace `ns`.
@@ -233,7 +233,15 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
         .await?;
     ledger.holdings.clear();
     ledger.written.clear();
+    ledger.by_namespace.clear();
     for rr in &all.items {
+        if rr.meta().deletion_timestamp.is_none() || has_finalizer(rr, REQUEST_FINALIZER) {
+            ledger
+                .by_namespace
+                .entry(rr.namespace().unwrap_or_default())
+                .or_default()
+                .insert(rr.name_any());
+        }
         if let (Some(uid), Some(q)) = (rr.uid(), rr.status.as_ref().and_then(|s| s.quota.as_ref()))
         {
             ledger.holdings.insert(
@@ -261,6 +269,13 @@ pub async fn reconcile_request(
     rr: Arc<ResourceRequest>,
     ctx: SharedContext,
 ) -> Result<Action, Error> {
+    measured::<ResourceRequest>(&ctx.clone(), reconcile_request_inner(rr, ctx)).await
+}
+
+async fn reconcile_request_inner(
+    rr: Arc<ResourceRequest>,
+    ctx: SharedContext,
+) -> Result<Action, Error> {
     let ns = rr.namespace().unwrap_or_default();
     let api: Api<ResourceRequest> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = rr.uid().unwrap_or_default();
@@ -273,6 +288,9 @@ pub async fn reconcile_request(
             let released = {
                 let mut ledger = ctx.tenancy.ledger.lock().await;
                 ledger.written.remove(&uid);
+                if let Some(names) = ledger.by_namespace.get_mut(&ns) {
+                    names.remove(&rr.name_any());
+                }
                 ledger.holdings.remove(&uid)
             };
             if let Some(h) = released {
@@ -285,6 +303,29 @@ pub async fn reconcile_request(
     if !has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
         apply_finalizer(&api, rr.as_ref(), Some(REQUEST_FINALIZER)).await?;
         return Ok(Action::await_change());
+    }
+    {
+        let mut ledger = ctx.tenancy.ledger.lock().await;
+        ensure_loaded(&ctx, &mut ledger).await?;
+        ledger
+            .by_namespace
+            .entry(ns.clone())
+            .or_default()
+            .insert(rr.name_any());
+        // Decided for this spec already: reserved, or waiting for room. Room freeing up (a
+        // release, a quota change) starts a pass by itself, so there is nothing to do here —
+        // and n requests don't cost n passes over their department.
+        let current = rr
+            .status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == rr.meta().generation);
+        let waiting = rr
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::QuotaExceeded));
+        if current && (ledger.holdings.contains_key(&uid) || waiting) {
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
     }
     match ctx.tenancy.department_of(&ns) {
         Some(dept) => admit_department(&ctx, &dept.name_any()).await?,
@@ -313,30 +354,45 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
     else {
         return Ok(());
     };
-    let namespaces = dept.owned_namespaces();
-    let mut waiting: Vec<Arc<ResourceRequest>> = tenancy
-        .requests
-        .state()
+    // The department's namespaces (a namespace claimed by two departments is the older one's).
+    let namespaces: Vec<String> = dept
+        .owned_namespaces()
         .into_iter()
-        .filter(|r| r.namespace().is_some_and(|ns| namespaces.contains(&ns)))
-        .filter(|r| {
-            r.meta().deletion_timestamp.is_none() && has_finalizer(r.as_ref(), REQUEST_FINALIZER)
-        })
-        .filter(|r| {
+        .filter(|ns| {
             tenancy
-                .department_of(&r.namespace().unwrap_or_default())
+                .department_of(ns)
                 .is_some_and(|d| d.name_any() == department)
         })
         .collect();
-    // Price every waiting or reserved request once per pass.
+    let mut waiting: Vec<Arc<ResourceRequest>> = namespaces
+        .iter()
+        .flat_map(|ns| {
+            ledger
+                .by_namespace
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .map(move |name| ObjectRef::new(name).within(ns))
+        })
+        .filter_map(|key| tenancy.requests.get(&key))
+        .filter(|r| {
+            r.meta().deletion_timestamp.is_none() && has_finalizer(r.as_ref(), REQUEST_FINALIZER)
+        })
+        .collect();
+    // Price every waiting or reserved request once per pass, from one index of the price books.
     let now = Utc::now();
+    let prices = tenancy.prices_for(&dept);
     let estimates: HashMap<String, Result<MonthlyEstimate, String>> = waiting
         .iter()
         .map(|r| {
-            (
-                r.uid().unwrap_or_default(),
-                tenancy.estimate(&dept, &r.spec.items, now),
-            )
+            let estimate = prices
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|(provider, prices)| {
+                    estimate_monthly(&r.spec.items, prices, provider, department, now)
+                        .map_err(|e| e.to_string())
+                });
+            (r.uid().unwrap_or_default(), estimate)
         })
         .collect();
     let asked_of = |r: &ResourceRequest| {
@@ -525,6 +581,10 @@ fn same_as_stored(
 /// Reconcile a CloudQuota: write whether it counts (in window, fits its parent) and the
 /// department's reserved / used / available; then admit requests that may now fit.
 pub async fn reconcile_quota(q: Arc<CloudQuota>, ctx: SharedContext) -> Result<Action, Error> {
+    measured::<CloudQuota>(&ctx.clone(), reconcile_quota_inner(q, ctx)).await
+}
+
+async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result<Action, Error> {
     let ns = q.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", q.name_any());
     let generation = q.meta().generation;
