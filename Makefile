@@ -7,7 +7,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.dev/kubeconfig
 
 include hack/toolchain.mk
 
-.PHONY: demo test build crds crds-check lint unit integration install clean
+.PHONY: demo test build crds crds-check lint unit integration install clean bench
 
 ## demo: start a local control plane, install, run the operator and walk the examples through.
 demo: toolchain build
@@ -43,3 +43,7 @@ install: cluster
 
 clean: cluster-down
 	$(CARGO) clean
+
+## bench: run the benchmarks against their baselines and rewrite docs/benchmarks.md.
+bench:
+	hack/bench

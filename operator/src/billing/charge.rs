@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::{month_containing, whole_seconds};
-use super::money::{apply_discount, round_fen};
+use super::money::{discounted_share, round_fen};
 use super::period::TimeRange;
 use super::prices::Prices;
 use super::{BillingConfig, BillingError};
@@ -150,13 +150,14 @@ fn charge_piece(
         }
     };
     let discount = price.discount_for(&interval.department);
-    let gross = interval
-        .quantity
-        .checked_mul(price.price)
-        .and_then(|x| x.checked_mul(Decimal::from(seconds)))
-        .and_then(|x| x.checked_div(Decimal::from(denominator)))
-        .ok_or_else(overflow)?;
-    let exact = apply_discount(gross, discount).ok_or_else(overflow)?;
+    let exact = discounted_share(
+        interval.quantity,
+        price.price,
+        seconds,
+        denominator,
+        discount,
+    )
+    .ok_or_else(overflow)?;
     Ok(Charge {
         line: SettlementLine {
             department: interval.department.clone(),

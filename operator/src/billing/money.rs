@@ -104,6 +104,26 @@ pub fn format_percent(field: &str, percent: Decimal) -> Result<Percent, BillingE
 
 /// The amount after a department discount, unrounded: `gross × (1 − percent / 100)`.
 /// Callers round the result once, with [`round_fen`].
+/// `quantity × price × part ÷ whole × (100 − percent) ÷ 100`, unrounded, with ONE division at
+/// the end. Dividing first (`… ÷ whole`, then the discount) truncates a repeating quotient to 28
+/// digits, and an amount that is exactly half a fen, e.g. 5 × 0.80 × 73425 s ÷ 3600 s × 90% =
+/// 73.425, came out as 73.42499… and rounded down. Found by the settlement benchmark's
+/// comparison with DuckDB.
+pub fn discounted_share(
+    quantity: Decimal,
+    price: Decimal,
+    part: i64,
+    whole: i64,
+    percent: Decimal,
+) -> Option<Decimal> {
+    let keep = Decimal::ONE_HUNDRED.checked_sub(percent)?;
+    let numerator = quantity
+        .checked_mul(price)?
+        .checked_mul(Decimal::from(part))?
+        .checked_mul(keep)?;
+    numerator.checked_div(Decimal::from(whole).checked_mul(Decimal::ONE_HUNDRED)?)
+}
+
 pub fn apply_discount(gross: Decimal, percent: Decimal) -> Option<Decimal> {
     let keep = Decimal::ONE_HUNDRED.checked_sub(percent)?;
     gross.checked_mul(keep)?.checked_div(Decimal::ONE_HUNDRED)
@@ -204,6 +224,10 @@ mod tests {
         // 50% off 1.005 is 0.5025, rounded once: 0.50. Rounding the gross first would give
         // 1.01 → 0.505 → 0.51.
         assert_eq!(apply_discount(d("1.005"), d("50")).unwrap(), d("0.5025"));
+        // The line the settlement benchmark caught: exactly 73.425, so 73.43.
+        let exact = discounted_share(d("5"), d("0.80"), 73425, 3600, d("10")).unwrap();
+        assert_eq!(exact, d("73.425"));
+        assert_eq!(round_fen(exact), d("73.43"));
         assert_eq!(
             round_fen(apply_discount(d("1.005"), d("50")).unwrap()),
             d("0.50")

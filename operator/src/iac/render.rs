@@ -1213,9 +1213,13 @@ mod tests {
             // A renamed item may now clash with another one: that input is refused, not hashed.
             let name = &changed.items[n].name;
             prop_assume!(changed.items.iter().filter(|i| &i.name == name).count() == 1);
-            // A type shows in the workspace as its module: providers give each type its own.
+            // A type shows in the workspace as its module: a change of type only shows where
+            // the provider gives the two types different modules. (Assumed for type changes
+            // only: assuming it for every change rejected most cases and made the test flaky.)
             let modules = &input.provider.modules;
-            prop_assume!(modules[&input.items[n].type_] != modules[&changed.items[n].type_]);
+            prop_assume!(
+                !matches!(how, ItemChange::Type) || modules[&input.items[n].type_] != modules[&changed.items[n].type_]
+            );
             prop_assert_ne!(render(&input).hash, render(&changed).hash);
         }
     }
