@@ -130,6 +130,22 @@ pub enum Phase {
     Exited,
 }
 
+impl Phase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [Phase; 10] = [
+        Phase::Pending,
+        Phase::QuotaExceeded,
+        Phase::AwaitingApproval,
+        Phase::Rejected,
+        Phase::Provisioning,
+        Phase::Active,
+        Phase::Changing,
+        Phase::Failed,
+        Phase::Exiting,
+        Phase::Exited,
+    ];
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

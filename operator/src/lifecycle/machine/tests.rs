@@ -976,19 +976,7 @@ fn filing_number_is_assigned_once() {
 fn any_phase() -> impl Strategy<Value = Option<Phase>> {
     prop_oneof![
         Just(None),
-        prop::sample::select(vec![
-            Pending,
-            QuotaExceeded,
-            AwaitingApproval,
-            Rejected,
-            Provisioning,
-            Active,
-            Changing,
-            Failed,
-            Exiting,
-            Exited,
-        ])
-        .prop_map(Some),
+        prop::sample::select(Phase::ALL.to_vec()).prop_map(Some),
     ]
 }
 
