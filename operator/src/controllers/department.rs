@@ -19,7 +19,7 @@ use tracing::info;
 
 use super::{
     Error, FIELD_MANAGER, SharedContext, apply_finalizer, has_finalizer, measured, publish_event,
-    status::apply_status,
+    status::{apply_status, status_differs},
 };
 use crate::{
     api::{DEPARTMENT_LABEL, Department, Phase, SubjectKind},
@@ -186,33 +186,10 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
         "conditions": conds,
     });
-    if status_differs(&dept, &status) {
+    if status_differs(dept.status.as_ref(), &status) {
         apply_status(&ctx, dept.as_ref(), status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-/// Whether writing `status` would change anything (ignoring condition transition times).
-fn status_differs(dept: &Department, status: &Value) -> bool {
-    let Some(current) = dept
-        .status
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok())
-    else {
-        return true;
-    };
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(conds) = v.get_mut("conditions").and_then(Value::as_array_mut) {
-            for c in conds {
-                if let Some(c) = c.as_object_mut() {
-                    c.remove("lastTransitionTime");
-                }
-            }
-        }
-        v
-    };
-    strip(&current) != strip(status)
 }
 
 /// Requests in the department's namespaces that have not exited (or been rejected).

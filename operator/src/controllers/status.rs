@@ -42,6 +42,33 @@ pub fn current_conditions<K: serde::Serialize>(obj: &K) -> Vec<Condition> {
         .unwrap_or_default()
 }
 
+/// Whether writing `status` over `current` would change anything; condition transition times
+/// are ignored (they only move when a condition's status does). Used to skip no-op writes.
+pub fn status_differs<S: serde::Serialize>(
+    current: Option<&S>,
+    status: &serde_json::Value,
+) -> bool {
+    let Some(current) = current.and_then(|s| serde_json::to_value(s).ok()) else {
+        return true;
+    };
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(conds) = v
+            .get_mut("conditions")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for c in conds
+                .iter_mut()
+                .filter_map(serde_json::Value::as_object_mut)
+            {
+                c.remove("lastTransitionTime");
+            }
+        }
+        v
+    };
+    strip(&current) != strip(status)
+}
+
 /// Apply `status` (a JSON object) to the status subresource with the operator's field manager.
 pub async fn apply_status<K>(
     ctx: &SharedContext,

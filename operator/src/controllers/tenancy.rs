@@ -28,7 +28,10 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::info;
 
-use super::{Error, SharedContext, apply_finalizer, has_finalizer, measured, status::apply_status};
+use super::{
+    Error, SharedContext, apply_finalizer, has_finalizer, measured,
+    status::{apply_status, status_differs},
+};
 use crate::{
     api::{
         CloudQuota, Department, HoldingState, Phase, PriceBook, QuotaHolding, ResourceRequest,
@@ -636,16 +639,7 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
         "available": available.to_api(),
         "conditions": conditions::merge(existing, condition("Ready", ready, reason, &message, generation, now)),
     });
-    let unchanged = q.status.as_ref().is_some_and(|s| {
-        s.observed_generation == generation
-            && s.reserved.as_ref() == Some(&usage.reserved.to_api())
-            && s.used.as_ref() == Some(&usage.used.to_api())
-            && s.available.as_ref() == Some(&available.to_api())
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message)
-    });
-    if !unchanged {
+    if status_differs(q.status.as_ref(), &status) {
         apply_status(&ctx, q.as_ref(), status).await?;
     }
     admit_department(&ctx, &department).await?;
