@@ -3,6 +3,7 @@
 // Several `printcolumn(type_ = ...)` in one `#[kube(...)]` are distinct columns, not duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod annotations;
 pub mod approval;
 pub mod approval_policy;
 pub mod cloud_provider;
