@@ -77,6 +77,10 @@ pub struct ApprovalStage {
     /// When the stage applies; always when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<StageCondition>,
+    /// Overrides the policy's `separationOfDuties.allowSameDepartment` for this stage, e.g.
+    /// `true` for a stage where the requesting department's own head approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_same_department: Option<bool>,
 }
 
 fn one() -> u32 {

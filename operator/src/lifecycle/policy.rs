@@ -216,7 +216,10 @@ pub fn judge_approval(
             approvers,
         });
     }
-    if !sod.allow_same_department && approver.departments.contains(&request.department) {
+    let same_department_allowed = stage
+        .allow_same_department
+        .unwrap_or(sod.allow_same_department);
+    if !same_department_allowed && approver.departments.contains(&request.department) {
         return Err(Refusal::SameDepartment {
             user: approver.user.clone(),
             department: request.department.clone(),

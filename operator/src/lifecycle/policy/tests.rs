@@ -19,6 +19,7 @@ fn stage(name: &str, approvers: Vec<Subject>, when: Option<StageCondition>) -> A
         approvers,
         required: 1,
         when,
+        allow_same_department: None,
     }
 }
 
@@ -627,4 +628,51 @@ fn no_applicable_stage_is_approved() {
     };
     let t = tally(&p, &request(Some("1"), Classification::Public), &[]);
     assert_eq!(t.progress, Progress::Approved);
+}
+
+#[test]
+fn a_stage_may_allow_its_own_department_while_the_policy_does_not() {
+    let mut head_stage = stage("department", vec![Subject::group("dept-heads")], None);
+    let approval = ApprovalFacts {
+        name: "a".into(),
+        stage: "department".into(),
+        decision: Decision::Approved,
+        comment: None,
+        approver: ApproverFacts {
+            user: "head".into(),
+            groups: vec!["dept-heads".into()],
+            departments: vec!["gx-finance".into()],
+        },
+        bound_uid: "uid".into(),
+        bound_generation: 1,
+        bound_plan_hash: PLAN.into(),
+    };
+    let request = RequestFacts {
+        requester: "member".into(),
+        department: "gx-finance".into(),
+        ..RequestFacts::default()
+    };
+    let binding = CurrentBinding {
+        uid: "uid".into(),
+        generation: 1,
+        plan_hash: PLAN.into(),
+    };
+    let strict = SeparationOfDuties {
+        allow_same_department: false,
+    };
+    assert!(matches!(
+        judge_approval(&head_stage, &approval, &request, &binding, &strict),
+        Err(Refusal::SameDepartment { .. })
+    ));
+    head_stage.allow_same_department = Some(true);
+    assert_eq!(
+        judge_approval(&head_stage, &approval, &request, &binding, &strict),
+        Ok(())
+    );
+    // And the other way round: a stage can be stricter than its policy.
+    head_stage.allow_same_department = Some(false);
+    let lenient = SeparationOfDuties {
+        allow_same_department: true,
+    };
+    assert!(judge_approval(&head_stage, &approval, &request, &binding, &lenient).is_err());
 }
