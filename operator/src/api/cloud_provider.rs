@@ -124,6 +124,9 @@ pub enum ExecutorType {
     Local,
     /// A Kubernetes Job per run.
     Job,
+    /// Runs nothing: plans list the items, applies and destroys succeed at once. For trying
+    /// the request lifecycle without OpenTofu, and for benchmarks of the operator itself.
+    Noop,
 }
 
 /// Observed state of a CloudProvider.

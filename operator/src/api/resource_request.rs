@@ -190,6 +190,25 @@ pub struct ResourceRequestStatus {
     /// A human-readable explanation of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the latest plan failed, for the generation it was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_failure: Option<PlanFailure>,
+    /// The generation whose plan was approved and handed to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_generation: Option<i64>,
+    /// The generation the running resources match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+    /// The latest apply run (of the approved plan). Recorded before the run starts, so a
+    /// restart knows a run may have happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<RunRecord>,
+    /// The destroy run at exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy: Option<RunRecord>,
+    /// Metering: the items' active intervals, kept until settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub billing: Vec<MeteredInterval>,
     /// Standard conditions: Ready, QuotaReserved, Approved, Provisioned, Drifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -206,6 +225,93 @@ pub struct QuotaHolding {
     pub state: HoldingState,
     /// The amounts held.
     pub amounts: crate::api::QuotaLimits,
+    /// The spec generation the amounts are for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// A change of running resources: reserved on top of what they use, until it is applied
+    /// (then `target` becomes the use) or turned down (then it is released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<QuotaChange>,
+}
+
+/// Quota reserved for a change of running resources.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaChange {
+    /// The spec generation of the change.
+    pub generation: i64,
+    /// Reserved on top of the use: what the change asks beyond it (never negative).
+    pub amounts: crate::api::QuotaLimits,
+    /// The whole use once the change is applied.
+    pub target: crate::api::QuotaLimits,
+}
+
+/// Why planning a generation failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanFailure {
+    /// The spec generation planned.
+    pub generation: i64,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Failed attempts so far (for backoff).
+    pub attempts: u32,
+}
+
+/// One OpenTofu run (apply or destroy).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The spec generation the run is for.
+    pub generation: i64,
+    /// The plan applied (apply runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub state: RunPhase,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// When the latest attempt started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// The state of a run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RunPhase {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// One item's active interval: it ran with `quantity` from `from` until `to` (open while
+/// running). Settlement prices it with the PriceBook prices in force.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeteredInterval {
+    /// The item's name.
+    pub item: String,
+    /// The SKU it ran as.
+    pub sku: String,
+    /// The item's type.
+    #[serde(rename = "type")]
+    pub resource_type: crate::api::ResourceType,
+    /// What the price multiplies: the count, or count × GiB for per-GiB prices (decimal).
+    pub quantity: String,
+    /// Start (RFC 3339, inclusive).
+    pub from: String,
+    /// End (RFC 3339, exclusive); absent while the item runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The Department billed.
+    pub department: String,
+    /// The CloudProvider it ran on.
+    pub provider: String,
 }
 
 /// Whether held quota is reserved or in use.
@@ -235,6 +341,9 @@ pub struct Estimate {
 pub struct PlanSummary {
     /// `sha256:<hex>` of the rendered workspace and plan; approvals name it.
     pub hash: String,
+    /// The spec generation planned.
+    #[serde(default)]
+    pub generation: i64,
     /// Resources to add.
     pub add: u32,
     /// Resources to change.

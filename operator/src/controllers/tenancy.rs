@@ -463,6 +463,8 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
                     department: department.to_owned(),
                     state: HoldingState::Reserved,
                     amounts: candidate.asked.to_api(),
+                    generation: r.meta().generation,
+                    change: None,
                 };
                 if let Err(e) = write_request_status(
                     ctx,

@@ -22,9 +22,10 @@
 //! User-supplied strings are only ever emitted as HCL string literals, through one function
 //! (`render::literal`), so they can't become HCL syntax or `${…}` / `%{…}` templates.
 //!
-//! Not built yet: executors (running `tofu`), plan before approval, apply of the saved plan,
-//! destroy at exit and drift detection. They consume [`render::RenderedWorkspace`].
+//! [`executor`] runs a rendered workspace: plan, apply a saved plan, destroy. Built so far: the
+//! no-op executor. Not built yet: the `local` and `job` executors and drift detection.
 
+pub mod executor;
 pub mod render;
 
 pub use render::{
