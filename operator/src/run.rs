@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::{
-    api::{Approval, ApprovalPolicy, CloudProvider, MigrationWorkload, SettlementReport},
+    api::{MigrationWorkload, SettlementReport},
     controllers::{
-        Context, FIELD_MANAGER, status::ready_controller, tenancy::Tenancy,
+        Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
         wiring::tenancy_controllers,
     },
     leader::{self, LeaseTiming},
@@ -154,12 +154,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = if *leading_rx.borrow() && !*shutdown_rx.borrow() {
         metrics.leader.set(1);
         let ctx_controllers = tenancy_controllers(&client);
-        let tenancy = Arc::new(Tenancy::new(
-            ctx_controllers.departments.store(),
-            ctx_controllers.quotas.store(),
-            ctx_controllers.requests.store(),
-            ctx_controllers.price_books.store(),
-        ));
+        let (trigger, triggers) = futures::channel::mpsc::unbounded();
+        let tenancy = Arc::new(Tenancy::new(ctx_controllers.stores(), trigger));
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(
@@ -171,14 +167,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             metrics: metrics.clone(),
             tenancy: tenancy.clone(),
+            lifecycle: Arc::new(Lifecycle::new(args.lease_namespace.clone())),
         });
         let stop = || signalled(shutdown_rx.clone());
         let controllers = futures::future::join_all([
-            Box::pin(ctx_controllers.run(ctx.clone(), &stop))
+            Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            Box::pin(ready_controller::<Approval>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<ApprovalPolicy>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<CloudProvider>(ctx.clone(), stop())),
             Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
             Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
         ]);

@@ -154,7 +154,9 @@ async fn two_hundred_requests_fifty_fit_through_operator_restarts() {
         .unwrap();
     assert_eq!(
         message,
-        format!("quota {ns}/room-for-50: vcpu requested 1, available 0 of 50")
+        format!(
+            "quota {ns}/room-for-50: vcpu requested 1, available 0 of 50 (waits until quota frees up or the request asks for less)"
+        )
     );
 
     // Room frees up: the earliest waiting requests (submission order) take it.

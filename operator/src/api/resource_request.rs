@@ -256,6 +256,8 @@ pub struct PlanFailure {
     pub message: String,
     /// Failed attempts so far (for backoff).
     pub attempts: u32,
+    /// When the latest attempt failed (RFC 3339).
+    pub failed_at: String,
 }
 
 /// One OpenTofu run (apply or destroy).
@@ -279,6 +281,24 @@ pub struct RunRecord {
     /// When it finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// What the applied spec runs, as metered for billing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metered: Vec<MeteredItem>,
+}
+
+/// One item of an applied spec, as billing meters it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeteredItem {
+    /// The item's name.
+    pub item: String,
+    /// Its SKU.
+    pub sku: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub resource_type: crate::api::ResourceType,
+    /// What the price multiplies: the count, or count × GiB for per-GiB prices (decimal).
+    pub quantity: String,
 }
 
 /// The state of a run.

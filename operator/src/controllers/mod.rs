@@ -1,6 +1,7 @@
 //! Controllers: thin shells that read, call the pure core, and write with server-side apply.
 
 pub mod department;
+pub mod lifecycle;
 pub mod status;
 pub mod tenancy;
 pub mod wiring;
@@ -28,6 +29,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub tenancy: Arc<tenancy::Tenancy>,
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
 }
 
 pub type SharedContext = Arc<Context>;

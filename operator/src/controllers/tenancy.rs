@@ -1,20 +1,23 @@
-//! The tenancy shell: the quota ledger, and the reconcilers of ResourceRequest admission and
-//! CloudQuota status. Decisions come from the pure [`crate::tenancy`] core; this file reads the
-//! world, serializes decisions per operator (one ledger lock) and writes the results.
+//! The tenancy shell: the quota ledger, and the reconciler of CloudQuota status. Decisions
+//! come from the pure [`crate::tenancy`] core; the request lifecycle
+//! ([`super::lifecycle`]) asks the ledger to reserve, convert and release, and writes what
+//! each request holds to its `status.quota`.
 //!
 //! Why a ledger: the reflector stores lag behind our own writes, so deciding from them alone
 //! could count a fresh reservation twice or not at all. The ledger is loaded once from a fresh
-//! LIST (each request's `status.quota` is the truth), updated *before* each reservation is
-//! written, and reloaded from the API server after any write that may or may not have landed.
-//! A crash loses nothing: what was written is in the next LIST, what wasn't was never promised.
+//! LIST (each request's `status.quota` is the truth), counts a reservation *before* it is
+//! written, gives quota back only *after* the write that gives it back has landed, and is
+//! reloaded from the API server after any write that may or may not have landed. A crash
+//! loses nothing: what was written is in the next LIST, what wasn't was never promised.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
@@ -24,31 +27,27 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::info;
 
 use super::{
-    Error, SharedContext, apply_finalizer, has_finalizer, measured,
+    Error, SharedContext, measured,
     status::{apply_status, status_differs},
 };
 use crate::{
     api::{
-        CloudQuota, Department, HoldingState, Phase, PriceBook, QuotaHolding, ResourceRequest,
-        resource_request::Estimate,
+        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState, Phase,
+        PriceBook, QuotaHolding, ResourceRequest, resource_request::QuotaChange,
     },
-    billing::{MonthlyEstimate, Prices, estimate_monthly},
+    billing::{Prices, estimate_monthly},
     conditions::{self, condition},
+    lifecycle::machine::QuotaState,
     tenancy::{
         hierarchy::{self, QuotaInput, QuotaVerdict},
         quota::{self, Admission, Amounts, Candidate, Capacity, Limits, Usage},
     },
 };
-
-/// Holds a request's quota until its release is recorded.
-pub const REQUEST_FINALIZER: &str = "yunzhang.io/quota";
-/// Condition type on a ResourceRequest: quota is reserved for it.
-pub const CONDITION_QUOTA_RESERVED: &str = "QuotaReserved";
 
 /// Stores of the kinds tenancy reads, and the quota ledger.
 pub struct Tenancy {
@@ -56,41 +55,68 @@ pub struct Tenancy {
     pub quotas: Store<CloudQuota>,
     pub requests: Store<ResourceRequest>,
     pub price_books: Store<PriceBook>,
+    pub approvals: Store<Approval>,
+    pub policies: Store<ApprovalPolicy>,
+    pub providers: Store<CloudProvider>,
     ledger: Mutex<Ledger>,
+    /// Reconciles requests whose quota decision changed in another request's pass.
+    trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
+}
+
+/// The stores the operator reads from.
+pub struct Stores {
+    pub departments: Store<Department>,
+    pub quotas: Store<CloudQuota>,
+    pub requests: Store<ResourceRequest>,
+    pub price_books: Store<PriceBook>,
+    pub approvals: Store<Approval>,
+    pub policies: Store<ApprovalPolicy>,
+    pub providers: Store<CloudProvider>,
 }
 
 #[derive(Default)]
 struct Ledger {
     loaded: bool,
-    /// By request uid.
+    /// What each request holds, by uid: written to its `status.quota`, or promised and about
+    /// to be written.
     holdings: HashMap<String, Holding>,
-    /// The last status written per request uid, to skip writes that change nothing.
-    written: HashMap<String, Value>,
-    /// Requests by namespace, so a pass looks at its department's requests only. Seeded from
-    /// the LIST that loads the ledger, kept current by every request reconcile.
-    by_namespace: HashMap<String, BTreeSet<String>>,
+    /// Requests that asked for quota for their current spec and don't hold it yet.
+    wants: HashMap<String, ObjectRef<ResourceRequest>>,
+    /// Why a request waits, and for which generation.
+    waits: HashMap<String, (i64, String)>,
 }
 
-#[derive(Clone, Debug)]
-struct Holding {
-    department: String,
-    state: HoldingState,
-    amounts: Amounts,
+/// What one request holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holding {
+    pub department: String,
+    pub state: HoldingState,
+    pub amounts: Amounts,
+    pub generation: Option<i64>,
+    /// Reserved for a change of running resources.
+    pub change: Option<Change>,
+}
+
+/// Quota reserved for a change, on top of the use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub generation: i64,
+    pub amounts: Amounts,
+    pub target: Amounts,
 }
 
 impl Tenancy {
-    pub fn new(
-        departments: Store<Department>,
-        quotas: Store<CloudQuota>,
-        requests: Store<ResourceRequest>,
-        price_books: Store<PriceBook>,
-    ) -> Self {
+    pub fn new(stores: Stores, trigger: UnboundedSender<ObjectRef<ResourceRequest>>) -> Self {
         Tenancy {
-            departments,
-            quotas,
-            requests,
-            price_books,
+            departments: stores.departments,
+            quotas: stores.quotas,
+            requests: stores.requests,
+            price_books: stores.price_books,
+            approvals: stores.approvals,
+            policies: stores.policies,
+            providers: stores.providers,
             ledger: Mutex::default(),
+            trigger,
         }
     }
 
@@ -219,8 +245,13 @@ fn usage_of(ledger: &Ledger) -> BTreeMap<String, Usage> {
     for h in ledger.holdings.values() {
         let u = usage.entry(h.department.clone()).or_default();
         match h.state {
-            HoldingState::Reserved => u.reserved = u.reserved.plus(&h.amounts),
-            HoldingState::Used => u.used = u.used.plus(&h.amounts),
+            HoldingState::Reserved => u.reserved = u.reserved.plus(&h.total()),
+            HoldingState::Used => {
+                u.used = u.used.plus(&h.amounts);
+                if let Some(c) = &h.change {
+                    u.reserved = u.reserved.plus(&c.amounts);
+                }
+            }
         }
     }
     usage
@@ -235,26 +266,20 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
         .list(&ListParams::default())
         .await?;
     ledger.holdings.clear();
-    ledger.written.clear();
-    ledger.by_namespace.clear();
+    ledger.waits.clear();
+    ledger.wants.clear();
     for rr in &all.items {
-        if rr.meta().deletion_timestamp.is_none() || has_finalizer(rr, REQUEST_FINALIZER) {
-            ledger
-                .by_namespace
-                .entry(rr.namespace().unwrap_or_default())
-                .or_default()
-                .insert(rr.name_any());
+        let Some(uid) = rr.uid() else { continue };
+        let status = rr.status.as_ref();
+        if let Some(q) = status.and_then(|s| s.quota.as_ref()) {
+            ledger.holdings.insert(uid.clone(), Holding::from_api(q));
         }
-        if let (Some(uid), Some(q)) = (rr.uid(), rr.status.as_ref().and_then(|s| s.quota.as_ref()))
+        // Requests that were waiting for quota keep their place in the queue.
+        let phase = status.and_then(|s| s.phase);
+        if rr.meta().deletion_timestamp.is_none()
+            && matches!(phase, None | Some(Phase::Pending | Phase::QuotaExceeded))
         {
-            ledger.holdings.insert(
-                uid,
-                Holding {
-                    department: q.department.clone(),
-                    state: q.state,
-                    amounts: Amounts::from_api(&q.amounts),
-                },
-            );
+            ledger.wants.insert(uid, want_of(rr));
         }
     }
     ledger.loaded = true;
@@ -266,128 +291,205 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
     Ok(())
 }
 
-/// Reconcile a ResourceRequest: hold it with a finalizer, then admit its department's waiting
-/// requests in submission order; on deletion, release its quota and admit whoever now fits.
-pub async fn reconcile_request(
-    rr: Arc<ResourceRequest>,
-    ctx: SharedContext,
-) -> Result<Action, Error> {
-    measured::<ResourceRequest>(&ctx.clone(), reconcile_request_inner(rr, ctx)).await
+fn want_of(rr: &ResourceRequest) -> ObjectRef<ResourceRequest> {
+    ObjectRef::new(&rr.name_any()).within(&rr.namespace().unwrap_or_default())
 }
 
-async fn reconcile_request_inner(
-    rr: Arc<ResourceRequest>,
-    ctx: SharedContext,
-) -> Result<Action, Error> {
-    let ns = rr.namespace().unwrap_or_default();
-    let api: Api<ResourceRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    let uid = rr.uid().unwrap_or_default();
-    if rr.meta().deletion_timestamp.is_some() {
-        if has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
-            // The holding stays counted until the object is really gone: releasing it first
-            // and then failing to drop the finalizer would let another request take the room
-            // while this one still shows it.
-            apply_finalizer(&api, rr.as_ref(), None).await?;
-            let released = {
-                let mut ledger = ctx.tenancy.ledger.lock().await;
-                ledger.written.remove(&uid);
-                if let Some(names) = ledger.by_namespace.get_mut(&ns) {
-                    names.remove(&rr.name_any());
+impl Holding {
+    fn from_api(q: &QuotaHolding) -> Holding {
+        Holding {
+            department: q.department.clone(),
+            state: q.state,
+            amounts: Amounts::from_api(&q.amounts),
+            generation: q.generation,
+            change: q.change.as_ref().map(|c| Change {
+                generation: c.generation,
+                amounts: Amounts::from_api(&c.amounts),
+                target: Amounts::from_api(&c.target),
+            }),
+        }
+    }
+
+    /// As written to `status.quota`.
+    pub fn to_api(&self) -> QuotaHolding {
+        QuotaHolding {
+            department: self.department.clone(),
+            state: self.state,
+            amounts: self.amounts.to_api(),
+            generation: self.generation,
+            change: self.change.as_ref().map(|c| QuotaChange {
+                generation: c.generation,
+                amounts: c.amounts.to_api(),
+                target: c.target.to_api(),
+            }),
+        }
+    }
+
+    /// Everything it holds: the use or reservation, plus a change's reservation.
+    fn total(&self) -> Amounts {
+        match &self.change {
+            Some(c) => self.amounts.plus(&c.amounts),
+            None => self.amounts.clone(),
+        }
+    }
+
+    /// The holding once the reservation is in use: a new request's reservation, or a change's
+    /// target.
+    pub fn converted(&self) -> Holding {
+        match &self.change {
+            Some(c) => Holding {
+                state: HoldingState::Used,
+                amounts: c.target.clone(),
+                generation: Some(c.generation),
+                change: None,
+                department: self.department.clone(),
+            },
+            None => Holding {
+                state: HoldingState::Used,
+                ..self.clone()
+            },
+        }
+    }
+
+    /// The holding without a change's reservation.
+    pub fn without_change(&self) -> Holding {
+        Holding {
+            change: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl Tenancy {
+    /// What the ledger says `rr` holds for its current spec, for the lifecycle's decision.
+    pub async fn quota_of(
+        &self,
+        ctx: &SharedContext,
+        rr: &ResourceRequest,
+    ) -> Result<(QuotaState, Option<Holding>), Error> {
+        let mut ledger = self.ledger.lock().await;
+        ensure_loaded(ctx, &mut ledger).await?;
+        let uid = rr.uid().unwrap_or_default();
+        let generation = rr.meta().generation.unwrap_or_default();
+        let holding = ledger.holdings.get(&uid).cloned();
+        let waiting = ledger
+            .waits
+            .get(&uid)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, m)| QuotaState::Exceeded(m.clone()));
+        let state = match &holding {
+            None => waiting.unwrap_or(QuotaState::None),
+            Some(h) if h.state == HoldingState::Reserved => {
+                if h.generation == Some(generation) {
+                    QuotaState::Reserved
+                } else {
+                    waiting.unwrap_or(QuotaState::None)
                 }
-                ledger.holdings.remove(&uid)
-            };
-            if let Some(h) = released {
-                info!(request = %format!("{ns}/{}", rr.name_any()), department = h.department, "quota released");
-                admit_department(&ctx, &h.department).await?;
             }
-        }
-        return Ok(Action::await_change());
+            Some(h) => match &h.change {
+                Some(c) if c.generation == generation => QuotaState::ChangeReserved,
+                _ => waiting.unwrap_or(QuotaState::Used),
+            },
+        };
+        Ok((state, holding))
     }
-    if !has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
-        apply_finalizer(&api, rr.as_ref(), Some(REQUEST_FINALIZER)).await?;
-        return Ok(Action::await_change());
-    }
-    {
-        let mut ledger = ctx.tenancy.ledger.lock().await;
-        ensure_loaded(&ctx, &mut ledger).await?;
-        ledger
-            .by_namespace
-            .entry(ns.clone())
-            .or_default()
-            .insert(rr.name_any());
-        // Decided for this spec already: reserved, or waiting for room. Room freeing up (a
-        // release, a quota change) starts a pass by itself, so there is nothing to do here —
-        // and n requests don't cost n passes over their department.
-        let current = rr
-            .status
-            .as_ref()
-            .is_some_and(|s| s.observed_generation == rr.meta().generation);
-        let waiting = rr
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::QuotaExceeded));
-        if current && (ledger.holdings.contains_key(&uid) || waiting) {
-            return Ok(Action::requeue(Duration::from_secs(300)));
-        }
-    }
-    match ctx.tenancy.department_of(&ns) {
-        Some(dept) => admit_department(&ctx, &dept.name_any()).await?,
-        None => {
-            let message = format!(
-                "namespace {ns} belongs to no Department: a platform engineer must list it in a Department's spec.namespaces"
-            );
-            let mut ledger = ctx.tenancy.ledger.lock().await;
-            write_request_status(&ctx, &mut ledger, &rr, Phase::Pending, &message, None, None)
-                .await?;
-        }
-    }
-    Ok(Action::requeue(Duration::from_secs(300)))
-}
 
-/// Admit the department's waiting requests in submission order (creation time, then name).
-pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(), Error> {
-    let tenancy = &ctx.tenancy;
-    let mut ledger = tenancy.ledger.lock().await;
-    ensure_loaded(ctx, &mut ledger).await?;
-    let Some(dept) = tenancy
-        .departments
-        .state()
-        .into_iter()
-        .find(|d| d.name_any() == department)
-    else {
-        return Ok(());
-    };
-    // The department's namespaces (a namespace claimed by two departments is the older one's).
-    let namespaces: Vec<String> = dept
-        .owned_namespaces()
-        .into_iter()
-        .filter(|ns| {
-            tenancy
-                .department_of(ns)
-                .is_some_and(|d| d.name_any() == department)
-        })
-        .collect();
-    let mut waiting: Vec<Arc<ResourceRequest>> = namespaces
-        .iter()
-        .flat_map(|ns| {
+    /// Ask for `rr`'s current spec to be held (a new request's reservation, or a change's
+    /// reservation on top of what its resources use), then admit its department's waiting
+    /// requests in submission order. Counted in the ledger before anyone writes it; the
+    /// requests whose decision changed are reconciled to write theirs.
+    pub async fn reserve(&self, ctx: &SharedContext, rr: &ResourceRequest) -> Result<(), Error> {
+        {
+            let mut ledger = self.ledger.lock().await;
+            ensure_loaded(ctx, &mut ledger).await?;
             ledger
-                .by_namespace
-                .get(ns)
-                .into_iter()
-                .flatten()
-                .map(move |name| ObjectRef::new(name).within(ns))
-        })
-        .filter_map(|key| tenancy.requests.get(&key))
-        .filter(|r| {
-            r.meta().deletion_timestamp.is_none() && has_finalizer(r.as_ref(), REQUEST_FINALIZER)
-        })
-        .collect();
-    // Price every waiting or reserved request once per pass, from one index of the price books.
-    let now = Utc::now();
-    let prices = tenancy.prices_for(&dept);
-    let estimates: HashMap<String, Result<MonthlyEstimate, String>> = waiting
-        .iter()
-        .map(|r| {
+                .wants
+                .insert(rr.uid().unwrap_or_default(), want_of(rr));
+        }
+        match self.department_of(&rr.namespace().unwrap_or_default()) {
+            Some(dept) => self.admit_department(ctx, &dept.name_any(), rr.uid()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Record what `uid` holds after its status said so: call only once the status write that
+    /// gives quota back has landed (giving back before that could let another request take
+    /// room that this one still shows). Admits whoever now fits.
+    pub async fn settle(
+        &self,
+        ctx: &SharedContext,
+        uid: &str,
+        holding: Option<Holding>,
+    ) -> Result<(), Error> {
+        let department = {
+            let mut ledger = self.ledger.lock().await;
+            if holding.is_none() {
+                ledger.wants.remove(uid);
+                ledger.waits.remove(uid);
+            }
+            let before = match holding {
+                Some(h) => ledger.holdings.insert(uid.to_owned(), h),
+                None => ledger.holdings.remove(uid),
+            };
+            before.map(|h| h.department)
+        };
+        match department {
+            Some(d) => self.admit_department(ctx, &d, None).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A status write of unknown outcome: re-read the truth before the next decision.
+    pub async fn invalidate(&self) {
+        self.ledger.lock().await.loaded = false;
+    }
+
+    /// A request that is gone for good (its finalizer removed): forget it.
+    pub async fn forget(&self, uid: &str) {
+        let mut ledger = self.ledger.lock().await;
+        ledger.wants.remove(uid);
+        ledger.waits.remove(uid);
+        ledger.holdings.remove(uid);
+    }
+
+    /// Admit the department's waiting requests in submission order (creation time, then
+    /// name), in the ledger. Requests whose decision changed, other than `caller`, are
+    /// triggered to reconcile and write it.
+    async fn admit_department(
+        &self,
+        ctx: &SharedContext,
+        department: &str,
+        caller: Option<String>,
+    ) -> Result<(), Error> {
+        let mut ledger = self.ledger.lock().await;
+        ensure_loaded(ctx, &mut ledger).await?;
+        let Some(dept) = self
+            .departments
+            .state()
+            .into_iter()
+            .find(|d| d.name_any() == department)
+        else {
+            return Ok(());
+        };
+        let wanted: Vec<(String, Arc<ResourceRequest>)> = ledger
+            .wants
+            .iter()
+            .filter_map(|(uid, key)| Some((uid.clone(), self.requests.get(key)?)))
+            .filter(|(uid, r)| {
+                r.uid().as_deref() == Some(uid.as_str())
+                    && r.meta().deletion_timestamp.is_none()
+                    && self
+                        .department_of(&r.namespace().unwrap_or_default())
+                        .is_some_and(|d| d.name_any() == department)
+            })
+            .collect();
+        // Price every candidate once per pass, from one index of the price books.
+        let now = Utc::now();
+        let prices = self.prices_for(&dept);
+        let mut candidates = Vec::new();
+        let mut waiting: Vec<(String, Arc<ResourceRequest>, Amounts, Amounts)> = Vec::new();
+        for (uid, r) in wanted {
+            let generation = r.meta().generation.unwrap_or_default();
             let estimate = prices
                 .as_ref()
                 .map_err(Clone::clone)
@@ -395,192 +497,104 @@ pub async fn admit_department(ctx: &SharedContext, department: &str) -> Result<(
                     estimate_monthly(&r.spec.items, prices, provider, department, now)
                         .map_err(|e| e.to_string())
                 });
-            (r.uid().unwrap_or_default(), estimate)
-        })
-        .collect();
-    let asked_of = |r: &ResourceRequest| {
-        let cost = estimates
-            .get(&r.uid().unwrap_or_default())
-            .and_then(|e| e.as_ref().ok())
-            .map(|e| e.total);
-        quota::demand(&r.spec.items, cost)
-    };
-    // A reservation made for an older spec (or price) is given back and the request queues again.
-    for r in &waiting {
-        let uid = r.uid().unwrap_or_default();
-        let asked = asked_of(r);
-        if ledger
-            .holdings
-            .get(&uid)
-            .is_some_and(|h| h.state == HoldingState::Reserved && h.amounts != asked)
-        {
-            ledger.holdings.remove(&uid);
-        }
-    }
-    waiting.retain(|r| !ledger.holdings.contains_key(&r.uid().unwrap_or_default()));
-    waiting.sort_by_key(|r| (r.creation_timestamp(), r.name_any()));
-    if waiting.is_empty() {
-        return Ok(());
-    }
-    let snapshot = tenancy.snapshot_with(&usage_of(&ledger));
-    let capacity = snapshot.capacity(department);
-    let held = snapshot
-        .usage
-        .get(department)
-        .map(Usage::held)
-        .unwrap_or_default();
-    let candidates: Vec<Candidate> = waiting
-        .iter()
-        .map(|r| Candidate {
-            key: format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
-            asked: asked_of(r),
-            unpriced: estimates
-                .get(&r.uid().unwrap_or_default())
-                .and_then(|e| e.as_ref().err())
-                .cloned(),
-        })
-        .collect();
-    let decisions = quota::admit(&candidates, &capacity, &held);
-    for ((r, candidate), (_, decision)) in waiting.iter().zip(&candidates).zip(decisions) {
-        let uid = r.uid().unwrap_or_default();
-        let estimate = estimates
-            .get(&uid)
-            .and_then(|e| e.as_ref().ok())
-            .and_then(|e| e.to_status(None).ok());
-        match decision {
-            Admission::Reserve => {
-                // Counted before it is written: a write that fails after landing can't let
-                // another request take the same room.
-                ledger.holdings.insert(
-                    uid.clone(),
-                    Holding {
-                        department: department.to_owned(),
-                        state: HoldingState::Reserved,
-                        amounts: candidate.asked.clone(),
-                    },
-                );
-                let holding = QuotaHolding {
-                    department: department.to_owned(),
-                    state: HoldingState::Reserved,
-                    amounts: candidate.asked.to_api(),
-                    generation: r.meta().generation,
-                    change: None,
-                };
-                if let Err(e) = write_request_status(
-                    ctx,
-                    &mut ledger,
-                    r,
-                    Phase::Pending,
-                    "quota reserved",
-                    Some(holding),
-                    estimate,
-                )
-                .await
-                {
-                    // Whether it landed is unknown: re-read the truth before the next decision.
-                    ledger.loaded = false;
-                    return Err(e);
+            let full = quota::demand(&r.spec.items, estimate.as_ref().ok().map(|e| e.total));
+            // What it asks on top of what it holds, for the current spec.
+            let asked = match ledger.holdings.get(&uid).cloned() {
+                Some(h) if h.state == HoldingState::Reserved => {
+                    if h.amounts == full {
+                        // Same amounts for the new spec: it keeps its place.
+                        if let Some(h) = ledger.holdings.get_mut(&uid) {
+                            h.generation = Some(generation);
+                        }
+                        ledger.wants.remove(&uid);
+                        continue;
+                    }
+                    // A reservation for an older spec is given back; it queues again.
+                    ledger.holdings.remove(&uid);
+                    full.clone()
                 }
-                info!(request = candidate.key, department, "quota reserved");
+                Some(h) => {
+                    if h.change
+                        .as_ref()
+                        .is_some_and(|c| c.generation == generation)
+                    {
+                        ledger.wants.remove(&uid);
+                        continue;
+                    }
+                    if let Some(h) = ledger.holdings.get_mut(&uid) {
+                        h.change = None;
+                    }
+                    full.exceeding(&h.amounts)
+                }
+                None => full.clone(),
+            };
+            candidates.push(Candidate {
+                key: format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                asked: asked.clone(),
+                unpriced: estimate.err(),
+            });
+            waiting.push((uid, r, asked, full));
+        }
+        let mut order: Vec<usize> = (0..waiting.len()).collect();
+        order.sort_by_key(|&i| (waiting[i].1.creation_timestamp(), waiting[i].1.name_any()));
+        let candidates: Vec<Candidate> = order.iter().map(|&i| candidates[i].clone()).collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let snapshot = self.snapshot_with(&usage_of(&ledger));
+        let capacity = snapshot.capacity(department);
+        let held = snapshot
+            .usage
+            .get(department)
+            .map(Usage::held)
+            .unwrap_or_default();
+        let decisions = quota::admit(&candidates, &capacity, &held);
+        let mut changed = Vec::new();
+        for (&i, (_, decision)) in order.iter().zip(decisions) {
+            let (uid, r, asked, full) = &waiting[i];
+            let generation = r.meta().generation.unwrap_or_default();
+            match decision {
+                Admission::Reserve => {
+                    let holding = match ledger.holdings.get(uid) {
+                        Some(h) => Holding {
+                            change: Some(Change {
+                                generation,
+                                amounts: asked.clone(),
+                                target: full.clone(),
+                            }),
+                            ..h.clone()
+                        },
+                        None => Holding {
+                            department: department.to_owned(),
+                            state: HoldingState::Reserved,
+                            amounts: asked.clone(),
+                            generation: Some(generation),
+                            change: None,
+                        },
+                    };
+                    ledger.holdings.insert(uid.clone(), holding);
+                    ledger.waits.remove(uid);
+                    ledger.wants.remove(uid);
+                    changed.push((uid.clone(), want_of(r)));
+                }
+                Admission::Wait(message) => {
+                    let before = ledger
+                        .waits
+                        .insert(uid.clone(), (generation, message.clone()));
+                    if before != Some((generation, message)) {
+                        changed.push((uid.clone(), want_of(r)));
+                    }
+                }
             }
-            Admission::Wait(message) => {
-                write_request_status(
-                    ctx,
-                    &mut ledger,
-                    r,
-                    Phase::QuotaExceeded,
-                    &message,
-                    None,
-                    estimate,
-                )
-                .await?;
+        }
+        drop(ledger);
+        for (uid, key) in changed {
+            if caller.as_deref() != Some(uid.as_str()) {
+                let _ = self.trigger.unbounded_send(key);
             }
         }
+        Ok(())
     }
-    Ok(())
-}
-
-async fn write_request_status(
-    ctx: &SharedContext,
-    ledger: &mut Ledger,
-    rr: &ResourceRequest,
-    phase: Phase,
-    message: &str,
-    holding: Option<QuotaHolding>,
-    estimate: Option<Estimate>,
-) -> Result<(), Error> {
-    let uid = rr.uid().unwrap_or_default();
-    let generation = rr.meta().generation;
-    let reserved = holding.is_some() || ledger.holdings.contains_key(&uid);
-    let holding = holding.or_else(|| {
-        rr.status
-            .as_ref()
-            .and_then(|s| s.quota.clone())
-            .filter(|_| reserved)
-    });
-    let reason = match phase {
-        Phase::QuotaExceeded => "QuotaExceeded",
-        _ if reserved => "Reserved",
-        _ => "NoDepartment",
-    };
-    let existing = rr
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let cond = conditions::merge(
-        existing,
-        condition(
-            CONDITION_QUOTA_RESERVED,
-            reserved,
-            reason,
-            message,
-            generation,
-            Timestamp::now(),
-        ),
-    );
-    let status = json!({
-        "observedGeneration": generation,
-        "phase": phase,
-        "message": message,
-        "quota": holding,
-        "estimate": estimate,
-        "conditions": cond,
-    });
-    // Compare without transition times, which only move with the status.
-    let fingerprint = json!([generation, phase, message, holding, estimate]);
-    if ledger.written.get(&uid) == Some(&fingerprint)
-        || same_as_stored(rr, phase, message, &holding, &estimate)
-    {
-        return Ok(());
-    }
-    match apply_status(ctx, rr, status).await {
-        Ok(()) => {
-            ledger.written.insert(uid, fingerprint);
-            Ok(())
-        }
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Ok(()),
-        Err(e) => {
-            ledger.written.remove(&uid);
-            Err(e)
-        }
-    }
-}
-
-fn same_as_stored(
-    rr: &ResourceRequest,
-    phase: Phase,
-    message: &str,
-    holding: &Option<QuotaHolding>,
-    estimate: &Option<Estimate>,
-) -> bool {
-    rr.status.as_ref().is_some_and(|s| {
-        s.phase == Some(phase)
-            && s.message.as_deref() == Some(message)
-            && &s.quota == holding
-            && &s.estimate == estimate
-            && s.observed_generation == rr.meta().generation
-    })
 }
 
 /// Reconcile a CloudQuota: write whether it counts (in window, fits its parent) and the
@@ -644,6 +658,8 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
     if status_differs(q.status.as_ref(), &status) {
         apply_status(&ctx, q.as_ref(), status).await?;
     }
-    admit_department(&ctx, &department).await?;
+    ctx.tenancy
+        .admit_department(&ctx, &department, None)
+        .await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }

@@ -2,7 +2,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use futures::StreamExt;
+use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
 use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding};
 use kube::{
     Api, Client, ResourceExt,
@@ -13,17 +13,23 @@ use tracing::debug;
 use super::{
     SharedContext,
     department::reconcile_department,
+    lifecycle,
     status::{error_policy, reconcile_ready},
-    tenancy,
+    tenancy::{self, Stores},
 };
-use crate::api::{CloudQuota, Department, PriceBook, ResourceRequest};
+use crate::api::{
+    Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, PriceBook, ResourceRequest,
+};
 
-/// The three tenancy controllers, built before they run so their stores can be shared.
+/// The tenancy and lifecycle controllers, built before they run so their stores can be shared.
 pub struct TenancyControllers {
     pub departments: Controller<Department>,
     pub quotas: Controller<CloudQuota>,
     pub requests: Controller<ResourceRequest>,
     pub price_books: Controller<PriceBook>,
+    pub approvals: Controller<Approval>,
+    pub policies: Controller<ApprovalPolicy>,
+    pub providers: Controller<CloudProvider>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
@@ -33,13 +39,34 @@ pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
         quotas: Controller::new(Api::<CloudQuota>::all(client.clone()), cfg()),
         requests: Controller::new(Api::<ResourceRequest>::all(client.clone()), cfg()),
         price_books: Controller::new(Api::<PriceBook>::all(client.clone()), cfg()),
+        approvals: Controller::new(Api::<Approval>::all(client.clone()), cfg()),
+        policies: Controller::new(Api::<ApprovalPolicy>::all(client.clone()), cfg()),
+        providers: Controller::new(Api::<CloudProvider>::all(client.clone()), cfg()),
     }
 }
 
 impl TenancyControllers {
-    /// Run all three until `stop` fires.
-    pub async fn run<S, F>(self, ctx: SharedContext, stop: &S)
-    where
+    /// The stores the reconcilers read.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            departments: self.departments.store(),
+            quotas: self.quotas.store(),
+            requests: self.requests.store(),
+            price_books: self.price_books.store(),
+            approvals: self.approvals.store(),
+            policies: self.policies.store(),
+            providers: self.providers.store(),
+        }
+    }
+
+    /// Run them all until `stop` fires. `triggers` are requests to reconcile because another
+    /// request's quota pass changed their decision.
+    pub async fn run<S, F>(
+        self,
+        ctx: SharedContext,
+        stop: &S,
+        triggers: UnboundedReceiver<ObjectRef<ResourceRequest>>,
+    ) where
         S: Fn() -> F,
         F: Future<Output = ()> + Send + Sync + 'static,
     {
@@ -94,14 +121,37 @@ impl TenancyControllers {
             )
             .for_each(log_result);
 
+        // A request re-reconciles when an Approval names it, and when another request's quota
+        // pass changed its decision.
         let requests = self
             .requests
+            .watches(Api::<Approval>::all(client.clone()), cfg(), |a| {
+                a.namespace()
+                    .map(|ns| ObjectRef::new(&a.spec.request.name).within(&ns))
+            })
+            .reconcile_on(triggers)
             .graceful_shutdown_on(stop())
             .run(
-                tenancy::reconcile_request,
+                lifecycle::reconcile_request,
                 error_policy::<ResourceRequest>,
                 ctx.clone(),
             )
+            .for_each(log_result);
+
+        let approvals = self
+            .approvals
+            .graceful_shutdown_on(stop())
+            .run(reconcile_ready, error_policy::<Approval>, ctx.clone())
+            .for_each(log_result);
+        let policies = self
+            .policies
+            .graceful_shutdown_on(stop())
+            .run(reconcile_ready, error_policy::<ApprovalPolicy>, ctx.clone())
+            .for_each(log_result);
+        let providers = self
+            .providers
+            .graceful_shutdown_on(stop())
+            .run(reconcile_ready, error_policy::<CloudProvider>, ctx.clone())
             .for_each(log_result);
 
         let price_books = self
@@ -110,7 +160,15 @@ impl TenancyControllers {
             .run(reconcile_ready, error_policy::<PriceBook>, ctx.clone())
             .for_each(log_result);
 
-        futures::join!(departments, quotas, requests, price_books);
+        futures::join!(
+            departments,
+            quotas,
+            requests,
+            price_books,
+            approvals,
+            policies,
+            providers
+        );
     }
 }
 

@@ -463,7 +463,10 @@ fn exited_with(i: &Input, mut actions: Vec<Action>, message: String) -> Decision
     if !i.deleting {
         return decision(Phase::Exited, Reason::Exited, message, actions);
     }
-    if i.settled && !i.billing_open {
+    // Billing closing in this very decision counts as closed: the status write that records
+    // it lands before the finalizer goes.
+    let billing_closed = !i.billing_open || actions.contains(&Action::CloseBilling);
+    if i.settled && billing_closed {
         actions.push(Action::RemoveFinalizer);
         decision(
             Phase::Exited,

@@ -99,6 +99,15 @@ impl Amounts {
         self.0.is_empty()
     }
 
+    /// What `self` asks beyond `base`, per dimension; never negative.
+    pub fn exceeding(&self, base: &Amounts) -> Amounts {
+        let mut beyond = Amounts::default();
+        for (d, v) in &self.0 {
+            beyond.add(*d, (*v - base.get(*d)).max(Decimal::ZERO));
+        }
+        beyond
+    }
+
     /// As the API's quota amounts (counts as integers, money with two decimals).
     pub fn to_api(&self) -> ApiLimits {
         to_api(&self.0, true)

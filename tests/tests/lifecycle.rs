@@ -1,0 +1,463 @@
+//! The request lifecycle against the real API server with real users: apply, approve in
+//! stages, edit after approval, change with and without re-approval, retire, delete — with the
+//! quota figures checked exactly at each step. The provider uses the no-op executor (the
+//! OpenTofu executors have their own tests); everything else is the real operator.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use yunzhang::api::{
+    Approval, CloudQuota, Phase, ResourceRequest, annotations,
+    resource_request::{HoldingState, RunPhase},
+};
+use yunzhang_integration::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One department with its own policy, provider, prices, quota and people.
+struct Fixture {
+    dept: String,
+    member: String,
+    head: String,
+    head_group: String,
+    finance: String,
+    finance_group: String,
+    outsider: String,
+}
+
+async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
+    apply_value(client, v, "yunzhang-tests").await.map(|_| ())
+}
+
+async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
+    let dept = unique("lc");
+    let f = Fixture {
+        member: format!("{dept}-member"),
+        head: format!("{dept}-head"),
+        head_group: format!("{dept}-heads"),
+        finance: format!("{dept}-finance"),
+        finance_group: format!("{dept}-finance-office"),
+        outsider: format!("{dept}-outsider"),
+        dept,
+    };
+    let d = &f.dept;
+    for v in [
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudProvider", "metadata": {"name": d},
+               "spec": {"displayName": "测试云", "region": "nanning-1", "executor": {"type": "noop"},
+                        "modules": {"ecs": {"source": "./modules/ecs"}, "rds": {"source": "./modules/rds"}}}}),
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": d},
+               "spec": {"provider": d, "currency": "CNY", "effectiveFrom": "2026-01-01T00:00:00+08:00",
+                        "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80"},
+                                  {"sku": "rds.mysql.4c16g", "unit": "month", "price": "1800.00"}]}}),
+        // Small requests pass on their own; the department head approves the rest, and finance
+        // too from ¥1,000 a month.
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ApprovalPolicy", "metadata": {"name": d},
+               "spec": {"autoApprove": {"maxMonthlyCost": "600.00"},
+                        "separationOfDuties": {"allowSameDepartment": false},
+                        "stages": [
+                          {"name": "department", "allowSameDepartment": true,
+                           "approvers": [{"kind": "Group", "name": f.head_group}]},
+                          {"name": "finance", "when": {"minMonthlyCost": "1000.00"},
+                           "approvers": [{"kind": "Group", "name": f.finance_group}]}]}}),
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": d},
+               "spec": {"displayName": "测试单位", "code": "11450000MB0000000X", "provider": d, "approvalPolicy": d,
+                        "admins": [{"kind": "User", "name": f.head}],
+                        "members": [{"kind": "User", "name": f.member}]}}),
+    ] {
+        apply(admin, &v).await?;
+    }
+    // Approvers may create Approvals: the head for their department, finance everywhere.
+    for group in [&f.head_group, &f.finance_group] {
+        let crb: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": group},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+        }))?;
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .create(&PostParams::default(), &crb)
+            .await?;
+    }
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    wait_for(&ns_api, d, WAIT, |_| true).await?;
+    apply(
+        admin,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": "base", "namespace": d},
+                "spec": {"hard": {"vcpu": 64, "instances": 20, "databases": 2, "monthlyCost": "50000.00"}}}),
+    )
+    .await?;
+    Ok(f)
+}
+
+fn request(f: &Fixture, name: &str, items: Value) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+           "metadata": {"name": name, "namespace": f.dept,
+                        // Recorded by the admission webhook; the policy accepts only the truth.
+                        "annotations": {annotations::REQUESTER: f.member}},
+           "spec": {"purpose": "非税收入管理系统上云", "project": {"code": "GX-2026-017"}, "items": items}})
+}
+
+fn web(count: u32) -> Value {
+    json!([{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": count, "vcpu": 4, "memoryGiB": 8}])
+}
+
+fn web_and_db(count: u32) -> Value {
+    json!([{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": count, "vcpu": 4, "memoryGiB": 8},
+           {"name": "db", "type": "rds", "sku": "rds.mysql.4c16g", "count": 1, "storageGiB": 500}])
+}
+
+fn requests(client: &Client, ns: &str) -> Api<ResourceRequest> {
+    Api::namespaced(client.clone(), ns)
+}
+
+async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+    also: impl Fn(&ResourceRequest) -> bool,
+) -> anyhow::Result<ResourceRequest> {
+    wait_for(&requests(client, ns), name, WAIT, |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.phase == Some(phase) && s.observed_generation == r.metadata.generation
+        }) && also(r)
+    })
+    .await
+    .with_context(|| format!("waiting for {ns}/{name} to be {phase}"))
+}
+
+/// Approve (or reject) what the request shows now, as `user` in `groups`.
+async fn decide(
+    user: &str,
+    groups: &[&str],
+    rr: &ResourceRequest,
+    stage: &str,
+    decision: &str,
+) -> anyhow::Result<Approval> {
+    let status = rr.status.clone().context("status")?;
+    let plan = status.plan.context("plan")?;
+    let approval: Approval = serde_json::from_value(json!({
+        "apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
+        "metadata": {"generateName": format!("{}-", rr.metadata.name.as_deref().unwrap_or_default()),
+                     "annotations": {annotations::APPROVER: user, annotations::APPROVER_GROUPS: groups.join(",")}},
+        "spec": {"request": {"name": rr.metadata.name, "uid": rr.metadata.uid, "generation": rr.metadata.generation,
+                             "planHash": plan.hash},
+                 "stage": stage, "decision": decision, "comment": "已审核"},
+    }))?;
+    let client = client_as(user, groups).await;
+    Ok(
+        Api::<Approval>::namespaced(client, rr.metadata.namespace.as_deref().unwrap_or_default())
+            .create(&PostParams::default(), &approval)
+            .await?,
+    )
+}
+
+/// (reserved, used) of the department's quota, as its CloudQuota status shows them, once they
+/// equal what is expected (status follows the requests).
+async fn quota_is(client: &Client, ns: &str, vcpu: (i64, i64)) -> anyhow::Result<()> {
+    let api: Api<CloudQuota> = Api::namespaced(client.clone(), ns);
+    let got = |q: &CloudQuota| -> (i64, i64) {
+        let s = q.status.clone().unwrap_or_default();
+        let v = |l: Option<yunzhang::api::QuotaLimits>| l.and_then(|l| l.vcpu).unwrap_or(0) as i64;
+        (v(s.reserved), v(s.used))
+    };
+    match wait_for(&api, "base", WAIT, |q| got(q) == vcpu).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let q = api.get("base").await?;
+            bail!(
+                "quota vcpu (reserved, used) is {:?}, expected {vcpu:?}: {e}",
+                got(&q)
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn lifecycle() {
+    let _operator = OperatorProcess::start().unwrap();
+    let client = admin().await;
+    // One department per scenario: each checks its quota figures exactly.
+    let (f1, f2) = futures::join!(fixture(&client), fixture(&client));
+    let (f1, f2) = (f1.expect("fixture"), f2.expect("fixture"));
+    let (a, b) = futures::join!(
+        staged_approval_edit_and_delete(&client, &f1),
+        change_with_and_without_reapproval_then_retire(&client, &f2),
+    );
+    let failures: Vec<String> = [("staged", a), ("change", b)]
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Must-show 1, 3 and 5: a member requests; the head approves; the member edits the spec, so
+/// the approval no longer counts; head and finance approve the new generation; Active with a
+/// filing number; `kubectl delete` retires it and the object goes only once Exited.
+async fn staged_approval_edit_and_delete(client: &Client, f: &Fixture) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let member = client_as(&f.member, &[]).await;
+    apply(&member, &request(f, "portal", web_and_db(2))).await?;
+    let rr = wait_phase(client, ns, "portal", Phase::AwaitingApproval, |r| {
+        r.status.as_ref().and_then(|s| s.stage.as_ref()).is_some()
+    })
+    .await?;
+    let st = rr.status.clone().unwrap();
+    let stage = st.stage.clone().unwrap();
+    ensure!(
+        (stage.name.as_str(), stage.index, stage.of) == ("department", 1, 2),
+        "stage {stage:?}"
+    );
+    // 2 × 0.80 × 730 + 1800 = 2968.00 a month: above finance's ¥1,000.
+    ensure!(
+        st.estimate.as_ref().map(|e| e.monthly.0.as_str()) == Some("2968.00"),
+        "estimate {:?}",
+        st.estimate
+    );
+    ensure!(
+        st.requester.as_deref() == Some(f.member.as_str()),
+        "requester {:?}",
+        st.requester
+    );
+    ensure!(st.filing_number.is_none());
+    let plan = st.plan.clone().context("plan")?;
+    ensure!(
+        plan.add == 2 && plan.hash.starts_with("sha256:"),
+        "plan {plan:?}"
+    );
+    quota_is(client, ns, (8, 0)).await?;
+
+    decide(&f.head, &[&f.head_group], &rr, "department", "Approved").await?;
+    let rr = wait_phase(client, ns, "portal", Phase::AwaitingApproval, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.stage.as_ref())
+            .is_some_and(|s| s.name == "finance")
+    })
+    .await?;
+    ensure!(rr.status.as_ref().unwrap().approvals.len() == 1);
+
+    // Edited after the head's approval, before provisioning: back to the first stage.
+    requests(&member, ns)
+        .patch(
+            "portal",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"purpose": "非税收入管理系统上云（二期）"}})),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "portal", Phase::AwaitingApproval, |r| {
+        r.metadata.generation == Some(2)
+            && r.status.as_ref().is_some_and(|s| {
+                s.stage.as_ref().is_some_and(|st| st.name == "department")
+                    && s.plan.as_ref().is_some_and(|p| p.generation == 2)
+            })
+    })
+    .await?;
+    ensure!(rr.status.as_ref().unwrap().approvals.is_empty());
+
+    decide(&f.head, &[&f.head_group], &rr, "department", "Approved").await?;
+    let rr = wait_phase(client, ns, "portal", Phase::AwaitingApproval, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.stage.as_ref())
+            .is_some_and(|s| s.name == "finance")
+    })
+    .await?;
+    decide(&f.finance, &[&f.finance_group], &rr, "finance", "Approved").await?;
+    let rr = wait_phase(client, ns, "portal", Phase::Active, |_| true).await?;
+    let st = rr.status.clone().unwrap();
+    let filing = st.filing_number.clone().context("filing number")?;
+    ensure!(
+        filing
+            .parse::<yunzhang::lifecycle::filing::FilingNumber>()
+            .is_ok(),
+        "filing number {filing}"
+    );
+    ensure!(
+        st.applied_generation == Some(2) && st.approvals.len() == 2,
+        "{st:?}"
+    );
+    let quota = st.quota.clone().context("quota")?;
+    ensure!(
+        quota.state == HoldingState::Used && quota.amounts.vcpu == Some(8),
+        "{quota:?}"
+    );
+    ensure!(
+        st.billing.len() == 2 && st.billing.iter().all(|i| i.to.is_none()),
+        "billing {:?}",
+        st.billing
+    );
+    ensure!(
+        st.apply
+            .as_ref()
+            .is_some_and(|a| a.state == RunPhase::Succeeded)
+    );
+
+    // Must-show 5: delete means retire.
+    requests(&member, ns)
+        .delete("portal", &DeleteParams::default())
+        .await?;
+    let mut saw_exit = false;
+    for _ in 0..600 {
+        match requests(client, ns).get_opt("portal").await? {
+            Some(r) => {
+                let phase = r.status.as_ref().and_then(|s| s.phase);
+                saw_exit |= matches!(phase, Some(Phase::Exiting | Phase::Exited));
+                ensure!(
+                    matches!(phase, Some(Phase::Active | Phase::Exiting | Phase::Exited)),
+                    "a deleted Active request went {phase:?}"
+                );
+                if phase == Some(Phase::Exited) {
+                    let s = r.status.unwrap();
+                    ensure!(
+                        s.quota.is_none(),
+                        "quota still held when Exited: {:?}",
+                        s.quota
+                    );
+                    ensure!(
+                        s.billing.iter().all(|i| i.to.is_some()),
+                        "billing open: {:?}",
+                        s.billing
+                    );
+                }
+            }
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        requests(client, ns).get_opt("portal").await?.is_none(),
+        "never went away"
+    );
+    ensure!(
+        saw_exit,
+        "the request disappeared without being seen Exiting or Exited"
+    );
+    let events = events_of(client, ns, "portal").await?;
+    for reason in ["Approved", "Provisioned", "Destroying", "Deleted"] {
+        ensure!(
+            events.iter().any(|e| e == reason),
+            "no {reason} event in {events:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Must-show 4: a small request is auto-approved; a small change passes without approval;
+/// a change above the threshold waits for approval with the delta reserved; rejected, the
+/// request stays as it was; retired, everything is given back.
+async fn change_with_and_without_reapproval_then_retire(
+    client: &Client,
+    f: &Fixture,
+) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let member = client_as(&f.member, &[]).await;
+    // 1 × 0.80 × 730 = 584.00: auto-approved.
+    apply(&member, &request(f, "small", web(1))).await?;
+    let rr = wait_phase(client, ns, "small", Phase::Active, |_| true).await?;
+    ensure!(rr.status.as_ref().unwrap().filing_number.is_some());
+
+    // A change that stays below ¥600 (vCPU 4 → 2, same price): no approval needed.
+    let resize = |vcpu: u32, count: u32| json!({"spec": {"items": [{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": count, "vcpu": vcpu, "memoryGiB": 8}]}});
+    requests(&member, ns)
+        .patch(
+            "small",
+            &PatchParams::default(),
+            &Patch::Merge(resize(2, 1)),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "small", Phase::Active, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.applied_generation == Some(2))
+    })
+    .await?;
+    let quota = rr.status.as_ref().unwrap().quota.clone().context("quota")?;
+    ensure!(
+        quota.amounts.vcpu == Some(2) && quota.change.is_none(),
+        "{quota:?}"
+    );
+
+    // Three instances: 1752.00 a month, so head and finance must approve; the delta is
+    // reserved while it waits.
+    requests(&member, ns)
+        .patch(
+            "small",
+            &PatchParams::default(),
+            &Patch::Merge(resize(2, 3)),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "small", Phase::Changing, |r| {
+        r.status.as_ref().and_then(|s| s.stage.as_ref()).is_some()
+    })
+    .await?;
+    let st = rr.status.clone().unwrap();
+    let quota = st.quota.clone().context("quota")?;
+    ensure!(
+        quota.state == HoldingState::Used && quota.amounts.vcpu == Some(2),
+        "{quota:?}"
+    );
+    ensure!(
+        quota.change.as_ref().and_then(|c| c.amounts.vcpu) == Some(4),
+        "{quota:?}"
+    );
+    ensure!(
+        st.estimate
+            .as_ref()
+            .and_then(|e| e.monthly_delta.as_deref())
+            == Some("1168.00"),
+        "estimate {:?}",
+        st.estimate
+    );
+    decide(&f.head, &[&f.head_group], &rr, "department", "Rejected").await?;
+    let rr = wait_phase(client, ns, "small", Phase::Active, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.quota.as_ref().is_some_and(|q| q.change.is_none()))
+    })
+    .await?;
+    let st = rr.status.clone().unwrap();
+    ensure!(st.applied_generation == Some(2), "{st:?}");
+    ensure!(st.quota.as_ref().unwrap().amounts.vcpu == Some(2));
+    ensure!(
+        st.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rejected"),
+        "message {:?}",
+        st.message
+    );
+
+    // Retire: Exited, nothing held, billing closed; the object stays (it wasn't deleted).
+    requests(&member, ns)
+        .patch(
+            "small",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecycle": "Retired"}})),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "small", Phase::Exited, |_| true).await?;
+    let st = rr.status.unwrap();
+    ensure!(st.quota.is_none(), "{:?}", st.quota);
+    ensure!(!st.billing.is_empty() && st.billing.iter().all(|i| i.to.is_some()));
+    let _ = &f.outsider;
+    Ok(())
+}
+
+/// Event reasons about a request, oldest first.
+async fn events_of(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await?;
+    let mut events: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+    Ok(events.into_iter().filter_map(|e| e.reason).collect())
+}
