@@ -144,7 +144,10 @@ async fn judge_approval(State(client): State<Client>, Json(review): Json<Review>
                 message,
                 "refused an Approval"
             );
-            response.deny(message).into_review()
+            let mut denied = response.deny(message);
+            denied.result.code = 403;
+            denied.result.reason = "Forbidden".to_owned();
+            denied.into_review()
         }
     })
 }
