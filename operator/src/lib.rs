@@ -3,6 +3,7 @@
 //! Layout: [`api`] holds the CRD types, [`conditions`] and [`leader`] pure helpers with their
 //! shells, [`controllers`] the reconcilers, [`cli`] the command line, [`run`] the process wiring.
 
+pub mod admission;
 pub mod api;
 pub mod billing;
 pub mod cli;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::{
+    admission::{WebhookArgs, run_webhooks},
     api::{MigrationWorkload, SettlementReport},
     controllers::{
         Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
@@ -36,7 +37,7 @@ pub struct RunArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "YZ_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
     pub admin_addr: SocketAddr,
-    /// Namespace of the leader-election Lease.
+    /// The operator's namespace: of the leader-election Lease and the webhook TLS Secret.
     #[arg(long, env = "POD_NAMESPACE", default_value = "yunzhang-system")]
     pub lease_namespace: String,
     /// Name of the leader-election Lease.
@@ -51,6 +52,8 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "YZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -90,6 +93,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
 struct AdminState {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    /// The admission webhooks serve and the API server trusts their certificate.
+    webhooks_ready: Arc<AtomicBool>,
     leading: watch::Receiver<bool>,
 }
 
@@ -102,6 +107,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (leading_tx, leading_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
+    let webhooks_ready = Arc::new(AtomicBool::new(false));
 
     let shutdown_for_signals = shutdown_tx.clone();
     tokio::spawn(async move {
@@ -113,8 +119,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        webhooks_ready: webhooks_ready.clone(),
         leading: leading_rx.clone(),
     };
+    let webhook_listener = crate::admission::bind(&args.webhook).await?;
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin server to {}", args.admin_addr))?;
@@ -131,6 +139,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("reaching the Kubernetes API server")?;
     info!(server = %version.git_version, identity, "connected");
     ready.store(true, Ordering::SeqCst);
+    // Every replica serves admission, leader or not.
+    let webhooks = tokio::spawn(run_webhooks(
+        client.clone(),
+        args.webhook.clone(),
+        args.lease_namespace.clone(),
+        webhook_listener,
+        webhooks_ready,
+        shutdown_rx.clone(),
+    ));
 
     let mut elector = tokio::spawn({
         let (client, ns, name, me) = (
@@ -191,6 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut elector).await;
     }
     let _ = admin_server.await;
+    let _ = webhooks.await;
     if let Err(e) = &result {
         error!(error = %e, "stopped");
     } else {
@@ -248,18 +266,23 @@ fn admin_router(state: AdminState) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.ready.load(Ordering::SeqCst) {
+                if !s.ready.load(Ordering::SeqCst) {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not connected to the API server".to_owned(),
+                    )
+                } else if !s.webhooks_ready.load(Ordering::SeqCst) {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "admission webhooks not serving yet".to_owned(),
+                    )
+                } else {
                     let role = if *s.leading.borrow() {
                         "leader"
                     } else {
                         "standby"
                     };
                     (StatusCode::OK, format!("ok ({role})"))
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not connected to the API server".to_owned(),
-                    )
                 }
             }),
         )

@@ -105,6 +105,45 @@ pub async fn client_as(user: &str, groups: &[&str]) -> Client {
     client_from(&kubeconfig_for(user, groups)).await
 }
 
+/// Who `client` is, as the API server authenticates it (SelfSubjectReview): the user name and
+/// the groups in the API server's order.
+pub async fn whoami(client: &Client) -> anyhow::Result<(String, Vec<String>)> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await?;
+    let user = review
+        .status
+        .and_then(|s| s.user_info)
+        .context("SelfSubjectReview without userInfo")?;
+    Ok((
+        user.username.unwrap_or_default(),
+        user.groups.unwrap_or_default(),
+    ))
+}
+
+/// `value` (a ResourceRequest or an Approval) with the identity annotations set to `client`'s
+/// own identity, exactly as the admission webhook would record it. The ValidatingAdmissionPolicies
+/// accept a typed identity only when it is the caller's own; tests that create objects while no
+/// operator (and so no webhook) runs type it themselves, as a user would.
+pub async fn with_own_identity(client: &Client, value: &serde_json::Value) -> serde_json::Value {
+    use yunzhang::api::annotations::{APPROVER, APPROVER_GROUPS, REQUESTER, REQUESTER_GROUPS};
+    let (user_key, groups_key) = match value["kind"].as_str() {
+        Some("ResourceRequest") => (REQUESTER, REQUESTER_GROUPS),
+        Some("Approval") => (APPROVER, APPROVER_GROUPS),
+        _ => return value.clone(),
+    };
+    let (user, groups) = whoami(client).await.expect("SelfSubjectReview");
+    let mut value = value.clone();
+    let annotations = &mut value["metadata"]["annotations"];
+    if annotations.is_null() {
+        *annotations = serde_json::json!({});
+    }
+    annotations[user_key] = user.into();
+    annotations[groups_key] = groups.join(",").into();
+    value
+}
+
 /// A name no other test (or earlier run against the same cluster) uses: `prefix-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -175,6 +214,15 @@ pub struct OperatorProcess {
     pub admin_addr: String,
 }
 
+/// The loopback port the operator serves its admission webhooks on, where `hack/install` points
+/// the webhook configurations: `YZ_WEBHOOK_PORT`, default 19443 (set both the same way).
+pub fn webhook_port() -> u16 {
+    std::env::var("YZ_WEBHOOK_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19443)
+}
+
 impl OperatorProcess {
     /// Start an operator. It contends for the chart's Lease (`yunzhang-operator`), the only one its
     /// Role may update, so one operator at a time leads; a cleanly stopped one releases it.
@@ -199,6 +247,8 @@ impl OperatorProcess {
                 &admin_addr,
                 "--lease-namespace",
                 OPERATOR_NAMESPACE,
+                "--webhook-addr",
+                &format!("127.0.0.1:{}", webhook_port()),
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
@@ -214,8 +264,12 @@ impl OperatorProcess {
 
     /// GET a path of the admin server; `None` until it answers.
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        Self::get(&self.admin_addr, path)
+    }
+
+    fn get(addr: &str, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.admin_addr).ok()?;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             stream,
@@ -230,6 +284,24 @@ impl OperatorProcess {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         Some((code, body))
+    }
+
+    /// Wait until `/readyz` answers 200: connected, and its admission webhooks serve and are
+    /// trusted by the API server (their caBundle is current).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let addr = self.admin_addr.clone();
+            let probe =
+                tokio::task::spawn_blocking(move || OperatorProcess::get(&addr, "/readyz")).await?;
+            match probe {
+                Some((200, _)) => return Ok(()),
+                last if Instant::now() > deadline => {
+                    bail!("operator not ready after {timeout:?}: {last:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// SIGKILL: the process dies mid-work, without releasing anything.

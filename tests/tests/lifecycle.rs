@@ -13,7 +13,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use yunzhang::api::{
-    Approval, CloudQuota, Phase, ResourceRequest, annotations,
+    Approval, CloudQuota, Phase, ResourceRequest,
     resource_request::{HoldingState, RunPhase},
 };
 use yunzhang_integration::*;
@@ -96,9 +96,8 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
 
 fn request(f: &Fixture, name: &str, items: Value) -> Value {
     json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
-           "metadata": {"name": name, "namespace": f.dept,
-                        // Recorded by the admission webhook; the policy accepts only the truth.
-                        "annotations": {annotations::REQUESTER: f.member}},
+           // Who asks is recorded by the admission webhook, never typed.
+           "metadata": {"name": name, "namespace": f.dept},
            "spec": {"purpose": "非税收入管理系统上云", "project": {"code": "GX-2026-017"}, "items": items}})
 }
 
@@ -143,8 +142,8 @@ async fn decide(
     let plan = status.plan.context("plan")?;
     let approval: Approval = serde_json::from_value(json!({
         "apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
-        "metadata": {"generateName": format!("{}-", rr.metadata.name.as_deref().unwrap_or_default()),
-                     "annotations": {annotations::APPROVER: user, annotations::APPROVER_GROUPS: groups.join(",")}},
+        // Who approves is recorded by the admission webhook, never typed.
+        "metadata": {"generateName": format!("{}-", rr.metadata.name.as_deref().unwrap_or_default())},
         "spec": {"request": {"name": rr.metadata.name, "uid": rr.metadata.uid, "generation": rr.metadata.generation,
                              "planHash": plan.hash},
                  "stage": stage, "decision": decision, "comment": "已审核"},
@@ -180,7 +179,8 @@ async fn quota_is(client: &Client, ns: &str, vcpu: (i64, i64)) -> anyhow::Result
 
 #[tokio::test]
 async fn lifecycle() {
-    let _operator = OperatorProcess::start().unwrap();
+    let operator = OperatorProcess::start().unwrap();
+    operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
     // One department per scenario: each checks its quota figures exactly.
     let (f1, f2) = futures::join!(fixture(&client), fixture(&client));

@@ -95,16 +95,25 @@ async fn two_hundred_requests_fifty_fit_through_operator_restarts() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let observer = tokio::spawn(observe(client.clone(), ns.clone(), stop_rx));
 
-    // Everyone at once, 50 in flight at a time.
+    // Everyone at once, 50 in flight at a time. The operator (and with it the identity webhook,
+    // failurePolicy Ignore) is SIGKILLed meanwhile, so the creator types its own identity in
+    // the requests, as a user would while the operator is down; the identity policy accepts
+    // exactly that and nothing else.
+    let own_identity = with_own_identity(
+        &client,
+        &json!({"kind": "ResourceRequest", "metadata": {}}),
+    )
+    .await["metadata"]["annotations"]
+        .clone();
     let creator = {
         let (client, ns) = (client.clone(), ns.clone());
         tokio::spawn(async move {
             futures::stream::iter(0..REQUESTS)
                 .map(|i| {
-                    let (client, ns) = (client.clone(), ns.clone());
+                    let (client, ns, annotations) = (client.clone(), ns.clone(), own_identity.clone());
                     async move {
                         let rr = json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
-                            "metadata": {"name": format!("r{i:03}"), "namespace": ns},
+                            "metadata": {"name": format!("r{i:03}"), "namespace": ns, "annotations": annotations},
                             "spec": {"purpose": "并发", "items": [{"name": "app", "type": "ecs", "sku": "ecs.c2.large", "count": 1, "vcpu": 1}]}});
                         apply_value(&client, &rr, "yunzhang-tests").await.map(|_| ())
                     }

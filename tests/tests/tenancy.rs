@@ -40,8 +40,12 @@ fn request(ns: &str, name: &str, vcpu: u32) -> Value {
            "spec": {"purpose": "测试", "items": [{"name": "app", "type": "ecs", "sku": "ecs.c2.large", "count": 1, "vcpu": vcpu}]}})
 }
 
+/// Server-side apply as `client`. Requests carry the applier's own identity, typed: the webhook
+/// would record the same, and the example request is also applied (typed, no operator running)
+/// by the foundation tests under this field manager, so leaving it out here would remove it.
 async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
-    apply_value(client, v, "yunzhang-tests").await.map(|_| ())
+    let v = with_own_identity(client, v).await;
+    apply_value(client, &v, "yunzhang-tests").await.map(|_| ())
 }
 
 async fn ready_department(client: &Client, name: &str) -> anyhow::Result<Department> {
@@ -79,7 +83,8 @@ async fn quota_verdict(client: &Client, ns: &str, name: &str) -> anyhow::Result<
 
 #[tokio::test]
 async fn tenancy() {
-    let _operator = OperatorProcess::start().unwrap();
+    let operator = OperatorProcess::start().unwrap();
+    operator.wait_ready(WAIT).await.unwrap();
     let client = admin().await;
     let (a, b, c, d) = futures::join!(
         hierarchy_refuses_a_child_quota_larger_than_the_parent_leaves(&client),

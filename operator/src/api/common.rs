@@ -117,6 +117,14 @@ impl Subject {
             name: name.to_owned(),
         }
     }
+
+    /// Whether this subject names `user`, or one of `groups`.
+    pub fn matches(&self, user: &str, groups: &[String]) -> bool {
+        match self.kind {
+            SubjectKind::User => self.name == user,
+            SubjectKind::Group => groups.contains(&self.name),
+        }
+    }
 }
 
 /// Reference to a namespaced object, e.g. a Secret.

@@ -86,6 +86,38 @@ impl Department {
             self.spec.namespaces.clone()
         }
     }
+
+    /// The Department that owns namespace `ns`. Two departments claiming one namespace: the
+    /// older claim wins (then the name decides), as the Department controller tells the other.
+    pub fn owner_of<'a>(
+        departments: impl IntoIterator<Item = &'a Department>,
+        ns: &str,
+    ) -> Option<&'a Department> {
+        departments
+            .into_iter()
+            .filter(|d| d.owned_namespaces().iter().any(|n| n == ns))
+            .min_by_key(|d| {
+                (
+                    d.metadata.creation_timestamp.clone(),
+                    kube::ResourceExt::name_any(*d),
+                )
+            })
+    }
+
+    /// Whether `user` (with `groups`) is one of the department's admins or members.
+    pub fn includes(&self, user: &str, groups: &[String]) -> bool {
+        self.spec
+            .admins
+            .iter()
+            .chain(&self.spec.members)
+            .any(|s| s.matches(user, groups))
+    }
+
+    /// The name of the ApprovalPolicy for the department's requests: `spec.approvalPolicy`, or
+    /// `default`.
+    pub fn approval_policy_name(&self) -> &str {
+        self.spec.approval_policy.as_deref().unwrap_or("default")
+    }
 }
 
 /// The department's cloud chief (云长).

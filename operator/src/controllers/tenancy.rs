@@ -141,15 +141,10 @@ impl Tenancy {
 
     /// The Department that owns namespace `ns`.
     pub fn department_of(&self, ns: &str) -> Option<Arc<Department>> {
-        let mut owners: Vec<_> = self
-            .departments
-            .state()
-            .into_iter()
-            .filter(|d| d.owned_namespaces().iter().any(|n| n == ns))
-            .collect();
-        // Two departments claiming one namespace: the older claim wins (the other is told so).
-        owners.sort_by_key(|d| (d.creation_timestamp(), d.name_any()));
-        owners.into_iter().next()
+        let departments = self.departments.state();
+        Department::owner_of(departments.iter().map(|d| d.as_ref()), ns)
+            .and_then(|owner| departments.iter().find(|d| std::ptr::eq(d.as_ref(), owner)))
+            .cloned()
     }
 
     /// Department name → parent name.

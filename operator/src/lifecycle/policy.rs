@@ -189,17 +189,14 @@ pub fn judge_approval(
             stage: stage.name.clone(),
         });
     }
-    let approver = &approval.approver;
-    if approver.user == request.requester {
-        return Err(Refusal::OwnRequest {
-            user: approver.user.clone(),
-            stage: stage.name.clone(),
-        });
+    if let Some(refusal) = own_request_refusal(approval, request, &stage.name) {
+        return Err(refusal);
     }
-    let may_approve = stage.approvers.iter().any(|s| match s.kind {
-        SubjectKind::User => s.name == approver.user,
-        SubjectKind::Group => approver.groups.contains(&s.name),
-    });
+    let approver = &approval.approver;
+    let may_approve = stage
+        .approvers
+        .iter()
+        .any(|s| s.matches(&approver.user, &approver.groups));
     if !may_approve {
         let approvers = stage
             .approvers
@@ -216,16 +213,91 @@ pub fn judge_approval(
             approvers,
         });
     }
-    let same_department_allowed = stage
-        .allow_same_department
-        .unwrap_or(sod.allow_same_department);
-    if !same_department_allowed && approver.departments.contains(&request.department) {
-        return Err(Refusal::SameDepartment {
-            user: approver.user.clone(),
-            department: request.department.clone(),
-        });
+    match same_department_refusal(approval, request, same_department_allowed(Some(stage), sod)) {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
+    }
+}
+
+/// The checks of [`judge_approval`] that need neither a stage nor a plan: the request's uid and
+/// generation, four eyes, and separation of departments, in that order. For judging an Approval
+/// at admission while the request has no plan yet (then there is no plan hash to bind to and no
+/// stage to wait in; once there is, [`judge_approval`] judges all of it).
+pub fn judge_approver(
+    approval: &ApprovalFacts,
+    request: &RequestFacts,
+    uid: &str,
+    generation: i64,
+    stage: Option<&ApprovalStage>,
+    sod: &SeparationOfDuties,
+) -> Result<(), Refusal> {
+    let binding = CurrentBinding {
+        uid: uid.to_owned(),
+        generation,
+        plan_hash: approval.bound_plan_hash.clone(),
+    };
+    if let Some(refusal) = binding_refusal(approval, &binding)
+        .or_else(|| own_request_refusal(approval, request, &approval.stage))
+        .or_else(|| same_department_refusal(approval, request, same_department_allowed(stage, sod)))
+    {
+        return Err(refusal);
     }
     Ok(())
+}
+
+impl Refusal {
+    /// The field of the Approval the refusal is about, as a person finds it in the YAML:
+    /// `spec.request.uid`, `spec.request.generation`, `spec.request.planHash`, `spec.stage`, or
+    /// the approver annotation (who approves is recorded, not typed).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::WrongRequest { .. } => "spec.request.uid",
+            Self::StaleGeneration { .. } => "spec.request.generation",
+            Self::StalePlan { .. } => "spec.request.planHash",
+            Self::WrongStage { .. }
+            | Self::StageNotApplicable { .. }
+            | Self::NotAnApprover { .. }
+            | Self::AlreadyCounted { .. } => "spec.stage",
+            Self::OwnRequest { .. } | Self::SameDepartment { .. } => {
+                "metadata.annotations[yunzhang.io/approver]"
+            }
+        }
+    }
+}
+
+/// Four eyes: the requester can never decide on their own request, whatever the policy says.
+fn own_request_refusal(
+    approval: &ApprovalFacts,
+    request: &RequestFacts,
+    stage: &str,
+) -> Option<Refusal> {
+    (approval.approver.user == request.requester).then(|| Refusal::OwnRequest {
+        user: approval.approver.user.clone(),
+        stage: stage.to_owned(),
+    })
+}
+
+/// Separation of departments, unless the policy allows same-department approval.
+/// Whether an approver of the request's own department may approve: the stage's override, else
+/// the policy's rule.
+fn same_department_allowed(stage: Option<&ApprovalStage>, sod: &SeparationOfDuties) -> bool {
+    stage
+        .and_then(|s| s.allow_same_department)
+        .unwrap_or(sod.allow_same_department)
+}
+
+fn same_department_refusal(
+    approval: &ApprovalFacts,
+    request: &RequestFacts,
+    allowed: bool,
+) -> Option<Refusal> {
+    let approver = &approval.approver;
+    (!allowed && approver.departments.contains(&request.department)).then(|| {
+        Refusal::SameDepartment {
+            user: approver.user.clone(),
+            department: request.department.clone(),
+        }
+    })
 }
 
 /// How far a request has got through its stages.

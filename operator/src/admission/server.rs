@@ -1,0 +1,261 @@
+//! The I/O shell of the webhooks: the HTTPS server, the two handlers, and the keeper of the
+//! webhook configurations' `caBundle`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::post};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{
+    Api, Client, Resource,
+    api::{DynamicObject, Patch, PatchParams},
+    core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use super::{
+    approval::{Approver, Observed, judge_new_approval},
+    identity::{RecordedKind, identity_patch},
+};
+use crate::{
+    api::{Approval, ApprovalPolicy, Department, ResourceRequest},
+    controllers::FIELD_MANAGER,
+};
+
+/// Name of the MutatingWebhookConfiguration (chart) whose `caBundle` the operator keeps.
+pub const MUTATING_CONFIG: &str = "yunzhang-identity";
+/// Name of the ValidatingWebhookConfiguration (chart) whose `caBundle` the operator keeps.
+pub const VALIDATING_CONFIG: &str = "yunzhang-approvals";
+/// Path of the mutating webhook that records identity.
+pub const IDENTITY_PATH: &str = "/mutate/identity";
+/// Path of the validating webhook that judges new Approvals.
+pub const APPROVAL_PATH: &str = "/validate/approval";
+
+/// The webhook routes.
+pub fn router(client: Client) -> Router {
+    Router::new()
+        .route(IDENTITY_PATH, post(record_identity))
+        .route(APPROVAL_PATH, post(judge_approval))
+        .with_state(client)
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` resolves. Every connection is handled
+/// in its own task; a client that stalls its handshake is dropped after 10 s.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "webhook TLS handshake timed out"),
+                };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+type Review = AdmissionReview<DynamicObject>;
+
+fn user_of(req: &AdmissionRequest<DynamicObject>) -> (String, Vec<String>) {
+    (
+        req.user_info.username.clone().unwrap_or_default(),
+        req.user_info.groups.clone().unwrap_or_default(),
+    )
+}
+
+/// Mutating: on CREATE of a ResourceRequest or Approval, record who creates it.
+async fn record_identity(Json(review): Json<Review>) -> Json<Review> {
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e).into_review()),
+    };
+    let response = AdmissionResponse::from(&req);
+    let kind = RecordedKind::from_resource(&req.resource.resource);
+    let (Operation::Create, Some(kind), Some(object)) = (&req.operation, kind, &req.object) else {
+        return Json(response.into_review());
+    };
+    let (user, groups) = user_of(&req);
+    let ops = identity_patch(kind, object.metadata.annotations.as_ref(), &user, &groups);
+    if ops.is_empty() {
+        return Json(response.into_review());
+    }
+    let response = serde_json::from_value(Value::Array(ops))
+        .map_err(|e| e.to_string())
+        .and_then(|patch| response.with_patch(patch).map_err(|e| e.to_string()));
+    Json(match response {
+        Ok(r) => {
+            debug!(user, resource = req.resource.resource, "recorded identity");
+            r.into_review()
+        }
+        Err(e) => AdmissionResponse::invalid(e).into_review(),
+    })
+}
+
+/// Validating: judge a new Approval against the request as it is now in the API server.
+async fn judge_approval(State(client): State<Client>, Json(review): Json<Review>) -> Json<Review> {
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e).into_review()),
+    };
+    let response = AdmissionResponse::from(&req);
+    let (Operation::Create, Some(object)) = (&req.operation, &req.object) else {
+        return Json(response.into_review());
+    };
+    let verdict = match object.clone().try_parse::<Approval>() {
+        Ok(approval) => judge_live(&client, &req, &approval).await,
+        Err(e) => Err(format!("not an Approval: {e}")),
+    };
+    Json(match verdict {
+        Ok(()) => response.into_review(),
+        Err(message) => {
+            info!(
+                user = req.user_info.username,
+                approval = req.name,
+                message,
+                "refused an Approval"
+            );
+            let mut denied = response.deny(message);
+            denied.result.code = 403;
+            denied.result.reason = "Forbidden".to_owned();
+            denied.into_review()
+        }
+    })
+}
+
+/// Read what the judgement needs straight from the API server (no cache) and judge.
+async fn judge_live(
+    client: &Client,
+    req: &AdmissionRequest<DynamicObject>,
+    approval: &Approval,
+) -> Result<(), String> {
+    let namespace = req.namespace.clone().unwrap_or_default();
+    let unreadable = |what: &str, e: kube::Error| {
+        format!("the approval can't be judged now, {what} could not be read ({e}): try again")
+    };
+    let request = Api::<ResourceRequest>::namespaced(client.clone(), &namespace)
+        .get_opt(&approval.spec.request.name)
+        .await
+        .map_err(|e| unreadable("the request", e))?;
+    let departments = Api::<Department>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| unreadable("the Departments", e))?
+        .items;
+    let policy = match Department::owner_of(&departments, &namespace) {
+        Some(d) => Api::<ApprovalPolicy>::all(client.clone())
+            .get_opt(d.approval_policy_name())
+            .await
+            .map_err(|e| unreadable("the ApprovalPolicy", e))?,
+        None => None,
+    };
+    let (user, groups) = user_of(req);
+    judge_new_approval(
+        approval,
+        &namespace,
+        &Approver { user, groups },
+        Observed {
+            request: request.as_ref(),
+            departments: &departments,
+            policy: policy.as_ref(),
+        },
+    )
+}
+
+/// Make every webhook of the two configurations trust `ca_pem`; returns whether both were
+/// already current or are now. Reads each configuration and patches (server-side apply of only
+/// `webhooks[*].clientConfig.caBundle`) the ones that differ, so replicas agree without writing.
+pub async fn keep_ca_bundle(client: &Client, ca_pem: &str) -> Result<(), kube::Error> {
+    // ByteString serializes as the base64 the API expects.
+    let bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec()))
+        .unwrap_or_default();
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let live = mutating.get(MUTATING_CONFIG).await?;
+    let names = live.webhooks.iter().flatten().map(|w| {
+        (
+            w.name.clone(),
+            w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+        )
+    });
+    apply_bundle(&mutating, MUTATING_CONFIG, names.collect(), ca_pem, &bundle).await?;
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let live = validating.get(VALIDATING_CONFIG).await?;
+    let names = live.webhooks.iter().flatten().map(|w| {
+        (
+            w.name.clone(),
+            w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+        )
+    });
+    apply_bundle(
+        &validating,
+        VALIDATING_CONFIG,
+        names.collect(),
+        ca_pem,
+        &bundle,
+    )
+    .await
+}
+
+async fn apply_bundle<K>(
+    api: &Api<K>,
+    name: &str,
+    webhooks: Vec<(String, Option<Vec<u8>>)>,
+    ca_pem: &str,
+    bundle: &Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    if webhooks
+        .iter()
+        .all(|(_, current)| current.as_deref() == Some(ca_pem.as_bytes()))
+    {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "webhooks": webhooks
+            .iter()
+            .map(|(webhook, _)| json!({"name": webhook, "clientConfig": {"caBundle": bundle}}))
+            .collect::<Vec<_>>(),
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    info!(configuration = name, "webhook caBundle updated");
+    Ok(())
+}
