@@ -308,11 +308,12 @@ pub fn robot_error(body: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn sample() -> Notification {
+    /// The notification the format tests (and the delivery tests) use.
+    pub(in crate::notify) fn sample() -> Notification {
         Notification {
             event: NotifyEvent::AwaitingApproval,
             namespace: "gx-finance".into(),

@@ -12,7 +12,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use chrono::TimeZone;
 
 use super::*;
 
@@ -29,14 +28,7 @@ fn policy() -> DeliveryPolicy {
 fn notification(event: NotifyEvent) -> Notification {
     Notification {
         event,
-        namespace: "gx-finance".into(),
-        name: "tax-portal".into(),
-        phase: "AwaitingApproval".into(),
-        message: "stage cloud-office (1 of 2)".into(),
-        filing_number: None,
-        monthly_estimate: Some("2400.00".into()),
-        requester: Some("alice".into()),
-        at: chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+        ..message::tests::sample()
     }
 }
 
@@ -98,6 +90,13 @@ fn receiver(failures: u32, ok_body: &'static str) -> Receiver {
     }
 }
 
+/// A notifier for `endpoints` with its own metrics.
+fn start(endpoints: Vec<Endpoint>, policy: DeliveryPolicy) -> (Notifier, Metrics) {
+    let metrics = Metrics::default();
+    let notifier = Notifier::start(NotificationsConfig { endpoints }, policy, &metrics).unwrap();
+    (notifier, metrics)
+}
+
 fn labels(name: &str) -> EndpointLabels {
     EndpointLabels {
         endpoint: name.into(),
@@ -119,15 +118,10 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn generic_message_arrives_signed_and_verifies() {
     let r = receiver(0, "");
     let url = serve(r.clone()).await;
-    let metrics = Metrics::default();
-    let notifier = Notifier::start(
-        NotificationsConfig {
-            endpoints: vec![endpoint("audit", Format::Generic, url, Some("s3cret"))],
-        },
+    let (notifier, metrics) = start(
+        vec![endpoint("audit", Format::Generic, url, Some("s3cret"))],
         policy(),
-        &metrics,
-    )
-    .unwrap();
+    );
     let n = notification(NotifyEvent::AwaitingApproval);
     notifier.send(n.clone());
     let sent = metrics.notifications_sent.get_or_create(&labels("audit"));
@@ -144,22 +138,17 @@ async fn generic_message_arrives_signed_and_verifies() {
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(json["id"], n.id());
     assert_eq!(json["event"], "awaiting-approval");
-    assert_eq!(json["monthlyEstimate"], "2400.00");
+    assert_eq!(json["monthlyEstimate"], "12345.60");
 }
 
 #[tokio::test]
 async fn a_receiver_failing_twice_gets_it_on_the_third_attempt() {
     let r = receiver(2, "");
     let url = serve(r.clone()).await;
-    let metrics = Metrics::default();
-    let notifier = Notifier::start(
-        NotificationsConfig {
-            endpoints: vec![endpoint("flaky", Format::Generic, url, Some("k"))],
-        },
+    let (notifier, metrics) = start(
+        vec![endpoint("flaky", Format::Generic, url, Some("k"))],
         policy(),
-        &metrics,
-    )
-    .unwrap();
+    );
     let n = notification(NotifyEvent::Approved);
     notifier.send(n.clone());
     let sent = metrics.notifications_sent.get_or_create(&labels("flaky"));
@@ -191,22 +180,15 @@ async fn a_dead_endpoint_never_blocks_the_caller() {
         .local_addr()
         .unwrap()
         .port();
-    let metrics = Metrics::default();
     let mut p = policy();
     p.queue = 2;
-    let notifier = Notifier::start(
-        NotificationsConfig {
-            endpoints: vec![endpoint(
-                "dead",
-                Format::Generic,
-                format!("http://127.0.0.1:{port}/hook"),
-                None,
-            )],
-        },
-        p,
-        &metrics,
-    )
-    .unwrap();
+    let dead = endpoint(
+        "dead",
+        Format::Generic,
+        format!("http://127.0.0.1:{port}/hook"),
+        None,
+    );
+    let (notifier, metrics) = start(vec![dead], p);
     // `send` is not async: it returns without waiting for any delivery. Far more than the queue
     // holds are accepted or dropped, never waited for.
     for _ in 0..20 {
@@ -240,7 +222,6 @@ async fn robots_get_markdown_and_their_errors_are_retried() {
     let ding = receiver(0, r#"{"errcode":310000,"errmsg":"sign not match"}"#);
     let wecom_url = serve(wecom.clone()).await;
     let ding_url = serve(ding.clone()).await;
-    let metrics = Metrics::default();
     let mut only_rejected = endpoint(
         "ding",
         Format::Dingtalk,
@@ -248,17 +229,8 @@ async fn robots_get_markdown_and_their_errors_are_retried() {
         Some("SECx"),
     );
     only_rejected.events = [NotifyEvent::Rejected].into();
-    let notifier = Notifier::start(
-        NotificationsConfig {
-            endpoints: vec![
-                endpoint("wecom", Format::Wecom, format!("{wecom_url}?key=k"), None),
-                only_rejected,
-            ],
-        },
-        policy(),
-        &metrics,
-    )
-    .unwrap();
+    let wecom_endpoint = endpoint("wecom", Format::Wecom, format!("{wecom_url}?key=k"), None);
+    let (notifier, metrics) = start(vec![wecom_endpoint, only_rejected], policy());
     notifier.send(notification(NotifyEvent::AwaitingApproval));
     notifier.send(notification(NotifyEvent::Rejected));
     let wecom_sent = metrics.notifications_sent.get_or_create(&labels("wecom"));
