@@ -7,7 +7,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.dev/kubeconfig
 
 include hack/toolchain.mk
 
-.PHONY: demo test build crds crds-check lint unit integration install clean bench
+.PHONY: demo test build crds crds-check lint unit integration install clean bench plugin
 
 ## demo: start a local control plane, install, run the operator and walk the examples through.
 demo: toolchain build
@@ -47,3 +47,9 @@ clean: cluster-down
 ## bench: run the benchmarks against their baselines and rewrite docs/benchmarks.md.
 bench:
 	hack/bench
+
+## plugin: build and install `kubectl yunzhang` (symlink in ~/.local/bin, which must be on PATH).
+plugin: build
+	mkdir -p $(HOME)/.local/bin
+	ln -sf $(CURDIR)/target/debug/yunzhang $(HOME)/.local/bin/kubectl-yunzhang
+	@echo "installed: kubectl yunzhang --help"

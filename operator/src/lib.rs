@@ -1,7 +1,8 @@
 //! yunzhang (云长): the government "one cloud" resource lifecycle as a Kubernetes operator.
 //!
 //! Layout: [`api`] holds the CRD types, [`conditions`] and [`leader`] pure helpers with their
-//! shells, [`controllers`] the reconcilers, [`cli`] the command line, [`run`] the process wiring.
+//! shells, [`controllers`] the reconcilers, [`notify`] the lifecycle webhooks,
+//! [`cli`] the command line, [`run`] the process wiring.
 
 pub mod admission;
 pub mod api;
@@ -13,5 +14,6 @@ pub mod iac;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 pub mod run;
 pub mod tenancy;

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use yunzhang::cli::plugin;
 
 /// yunzhang (云长): the government one-cloud resource lifecycle as a Kubernetes operator.
 #[derive(Parser)]
@@ -23,9 +24,19 @@ enum Command {
     },
     /// Run the operator.
     Run(yunzhang::run::RunArgs),
+    /// The kubectl plugin verbs (also `kubectl yunzhang VERB` when installed as kubectl-yunzhang).
+    #[command(flatten)]
+    Plugin(plugin::PluginCommand),
 }
 
 fn main() -> anyhow::Result<()> {
+    // Installed or symlinked as `kubectl-yunzhang`, kubectl runs us as its plugin.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| plugin::invoked_as_plugin(&argv0))
+    {
+        std::process::exit(plugin::main(plugin::PluginCli::parse().command));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out_dirs, check } => {
@@ -46,5 +57,6 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => yunzhang::run::main(args),
+        Command::Plugin(command) => std::process::exit(plugin::main(command)),
     }
 }

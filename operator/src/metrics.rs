@@ -19,6 +19,12 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The notification endpoint's configured name (never its URL).
+    pub endpoint: String,
+}
+
 /// The operator's metrics, registered once at start-up.
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,6 +33,12 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub leader: Gauge,
+    /// Notifications delivered, by endpoint.
+    pub notifications_sent: Family<EndpointLabels, Counter>,
+    /// Notifications given up on after every attempt failed, by endpoint.
+    pub notifications_failed: Family<EndpointLabels, Counter>,
+    /// Notifications dropped because the endpoint's queue was full, by endpoint.
+    pub notifications_dropped: Family<EndpointLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,12 +70,33 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let notifications_sent = Family::<EndpointLabels, Counter>::default();
+        let notifications_failed = Family::<EndpointLabels, Counter>::default();
+        let notifications_dropped = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications delivered, by endpoint",
+            notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Notifications given up on after every attempt failed, by endpoint",
+            notifications_failed.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notifications dropped because the endpoint's queue was full, by endpoint",
+            notifications_dropped.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
             failures,
             reconcile_duration,
             leader,
+            notifications_sent,
+            notifications_failed,
+            notifications_dropped,
         }
     }
 }

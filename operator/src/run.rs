@@ -29,6 +29,7 @@ use crate::{
     },
     leader::{self, LeaseTiming},
     metrics::Metrics,
+    notify::Notifier,
 };
 
 /// Options of `yunzhang run`.
@@ -49,6 +50,10 @@ pub struct RunArgs {
     /// Identity in the Lease; defaults to host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Secret in the operator's namespace (--lease-namespace) whose key `config.yaml` lists the
+    /// notification webhooks. Absent: notifications are off.
+    #[arg(long, env = "YZ_NOTIFICATIONS_SECRET", default_value = crate::notify::DEFAULT_SECRET)]
+    pub notifications_secret: String,
     /// Log format.
     #[arg(long, env = "YZ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -173,6 +178,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let ctx_controllers = tenancy_controllers(&client);
         let (trigger, triggers) = futures::channel::mpsc::unbounded();
         let tenancy = Arc::new(Tenancy::new(ctx_controllers.stores(), trigger));
+        let notifier = notifier(&client, &args, &metrics).await;
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(
@@ -185,6 +191,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             tenancy: tenancy.clone(),
             lifecycle: Arc::new(Lifecycle::new(args.lease_namespace.clone())),
+            notifier,
         });
         let stop = || signalled(shutdown_rx.clone());
         let controllers = futures::future::join_all([
@@ -215,6 +222,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!("stopped");
     }
     result
+}
+
+/// The notifier configured by the notifications Secret. A broken configuration is logged and
+/// leaves notifications off rather than stopping the lifecycle.
+async fn notifier(client: &Client, args: &RunArgs, metrics: &Metrics) -> Notifier {
+    match Notifier::from_secret(
+        client.clone(),
+        &args.lease_namespace,
+        &args.notifications_secret,
+        metrics,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            error!(error = %e, "notifications disabled");
+            Notifier::disabled()
+        }
+    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

@@ -3,17 +3,20 @@
 //! quota figures checked exactly at each step. The provider uses the no-op executor (the
 //! OpenTofu executors have their own tests); everything else is the real operator.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, bail, ensure};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::{core::v1::Secret, rbac::v1::ClusterRoleBinding};
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use yunzhang::api::{
-    Approval, CloudQuota, Phase, ResourceRequest,
+    CloudQuota, Phase, ResourceRequest,
     resource_request::{HoldingState, RunPhase},
 };
 use yunzhang_integration::*;
@@ -130,30 +133,45 @@ async fn wait_phase(
     .with_context(|| format!("waiting for {ns}/{name} to be {phase}"))
 }
 
-/// Approve (or reject) what the request shows now, as `user` in `groups`.
+/// Approve (or reject) what the request shows now, as `user` in `groups`, through the kubectl
+/// plugin (`yunzhang approve|reject`), which binds the Approval to the request's uid,
+/// generation and plan hash as it shows them.
 async fn decide(
     user: &str,
     groups: &[&str],
     rr: &ResourceRequest,
     stage: &str,
     decision: &str,
-) -> anyhow::Result<Approval> {
-    let status = rr.status.clone().context("status")?;
-    let plan = status.plan.context("plan")?;
-    let approval: Approval = serde_json::from_value(json!({
-        "apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
-        // Who approves is recorded by the admission webhook, never typed.
-        "metadata": {"generateName": format!("{}-", rr.metadata.name.as_deref().unwrap_or_default())},
-        "spec": {"request": {"name": rr.metadata.name, "uid": rr.metadata.uid, "generation": rr.metadata.generation,
-                             "planHash": plan.hash},
-                 "stage": stage, "decision": decision, "comment": "已审核"},
-    }))?;
-    let client = client_as(user, groups).await;
-    Ok(
-        Api::<Approval>::namespaced(client, rr.metadata.namespace.as_deref().unwrap_or_default())
-            .create(&PostParams::default(), &approval)
-            .await?,
-    )
+) -> anyhow::Result<String> {
+    let verb = match decision {
+        "Approved" => "approve",
+        _ => "reject",
+    };
+    let ns = rr.metadata.namespace.clone().unwrap_or_default();
+    let name = rr.metadata.name.clone().unwrap_or_default();
+    let out = tokio::process::Command::new(operator_binary())
+        .args([
+            verb,
+            &name,
+            "-n",
+            &ns,
+            "--stage",
+            stage,
+            "--comment",
+            "已审核",
+        ])
+        .env("KUBECONFIG", kubeconfig_for(user, groups))
+        .output()
+        .await?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    ensure!(
+        out.status.success(),
+        "yunzhang {verb} {name} as {user} failed: {stderr}"
+    );
+    Ok(stdout)
 }
 
 /// (reserved, used) of the department's quota, as its CloudQuota status shows them, once they
@@ -177,8 +195,88 @@ async fn quota_is(client: &Client, ns: &str, vcpu: (i64, i64)) -> anyhow::Result
     }
 }
 
+/// What a local webhook receiver got: (timestamp header, signature header, body).
+type Received = Arc<Mutex<Vec<(String, String, String)>>>;
+
+const HOOK_KEY: &str = "test-hmac-key";
+
+/// A local receiver for the generic format, and the notifications Secret pointing at it and at
+/// an endpoint where nothing listens.
+async fn notifications() -> anyhow::Result<Received> {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                sink.lock().unwrap().push((
+                    h("x-yunzhang-timestamp"),
+                    h("x-yunzhang-signature"),
+                    body,
+                ));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = format!(
+        "endpoints:\n- {{name: receiver, format: generic, url: 'http://127.0.0.1:{port}/hook', secret: {HOOK_KEY}}}\n- {{name: dead, format: generic, url: 'http://127.0.0.1:{dead}/hook', secret: {HOOK_KEY}}}\n"
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin().await, OPERATOR_NAMESPACE);
+    let _ = secrets
+        .delete("yunzhang-notifications", &DeleteParams::default())
+        .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "yunzhang-notifications"},
+        "stringData": {"config.yaml": config},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    Ok(received)
+}
+
+/// Must-show 6: the receiver got correctly signed messages about `name`, among them `events`.
+fn check_notifications(received: &Received, name: &str, events: &[&str]) -> anyhow::Result<()> {
+    use hmac::{Hmac, Mac};
+    let got = received.lock().unwrap().clone();
+    let mut seen = Vec::new();
+    for (ts, signature, body) in &got {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_KEY.as_bytes())?;
+        mac.update(format!("{ts}.{body}").as_bytes());
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        ensure!(
+            signature == &expected,
+            "bad signature {signature} for {body}"
+        );
+        let v: Value = serde_json::from_str(body)?;
+        if v["name"] == name {
+            seen.push(v["event"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for e in events {
+        ensure!(
+            seen.iter().any(|s| s == e),
+            "no {e} notification for {name}: {seen:?}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn lifecycle() {
+    let received = notifications().await.expect("notifications");
     let operator = OperatorProcess::start().unwrap();
     operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
@@ -189,7 +287,16 @@ async fn lifecycle() {
         staged_approval_edit_and_delete(&client, &f1),
         change_with_and_without_reapproval_then_retire(&client, &f2),
     );
-    let failures: Vec<String> = [("staged", a), ("change", b)]
+    // The dead endpoint never held anything up (both scenarios reached Active above).
+    let c = check_notifications(
+        &received,
+        "portal",
+        &["awaiting-approval", "approved", "exited"],
+    );
+    let _ = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .delete("yunzhang-notifications", &DeleteParams::default())
+        .await;
+    let failures: Vec<String> = [("staged", a), ("change", b), ("notifications", c)]
         .into_iter()
         .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
         .collect();

@@ -1,3 +1,5 @@
-//! The `yunzhang` command line: `run`, `crd`, and (later) `report`, `audit` and the kubectl plugin verbs.
+//! The `yunzhang` command line: `run`, `crd`, the kubectl plugin verbs (`approve`, `reject`,
+//! `retire`, `status`), and (later) `report` and `audit`.
 
 pub mod crd;
+pub mod plugin;

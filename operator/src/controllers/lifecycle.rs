@@ -53,6 +53,7 @@ use crate::{
             evaluate,
         },
     },
+    notify::{Notification, NotifyEvent},
     tenancy::quota::Dimension,
 };
 
@@ -291,7 +292,15 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     if let Some(holding) = settle {
         ctx.tenancy.settle(&ctx, &uid, holding).await?;
     }
+    let written = ResourceRequest {
+        status: Some(st.clone()),
+        ..rr.as_ref().clone()
+    };
     for t in transitions {
+        if let Some(event) = NotifyEvent::on_transition(t.from, t.to) {
+            ctx.notifier
+                .send(Notification::for_request(event, &written, now));
+        }
         let type_ = if t.reason.is_warning() {
             EventType::Warning
         } else {

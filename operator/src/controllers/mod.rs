@@ -21,8 +21,8 @@ use crate::metrics::Metrics;
 /// The one field manager for everything the operator writes.
 pub const FIELD_MANAGER: &str = "yunzhang-operator";
 
-/// What every reconcile gets: the client, the event recorder, the metrics and the tenancy
-/// state (stores and quota ledger). No globals.
+/// What every reconcile gets: the client, the event recorder, the metrics, the tenancy
+/// state (stores and quota ledger) and the notifier. No globals.
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
@@ -30,6 +30,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub tenancy: Arc<tenancy::Tenancy>,
     pub lifecycle: Arc<lifecycle::Lifecycle>,
+    /// Lifecycle webhooks: `ctx.notifier.send(Notification::for_request(..))` never blocks.
+    pub notifier: crate::notify::Notifier,
 }
 
 pub type SharedContext = Arc<Context>;
