@@ -171,6 +171,16 @@ async fn decide(
         out.status.success(),
         "yunzhang {verb} {name} as {user} failed: {stderr}"
     );
+    // The plugin shows what the decision binds to: the generation and the plan hash.
+    let plan = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.plan.clone())
+        .context("plan")?;
+    let generation = format!("generation: {}", rr.metadata.generation.unwrap_or_default());
+    for shown in [generation.as_str(), plan.hash.as_str()] {
+        ensure!(stdout.contains(shown), "{shown:?} not in:\n{stdout}");
+    }
     Ok(stdout)
 }
 

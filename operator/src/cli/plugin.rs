@@ -432,6 +432,12 @@ async fn explain(
     role: &str,
 ) -> anyhow::Error {
     match &e {
+        // Admission (four eyes, a stale generation, …) refuses with 403 too: its message says
+        // what is wrong, so show it rather than blame the role.
+        kube::Error::Api(s) if s.code == 403 && s.message.contains("denied") => anyhow::anyhow!(
+            "the API server refused to {doing} in namespace {namespace}: {}",
+            s.message
+        ),
         kube::Error::Api(s) if s.code == 403 => {
             let who = whoami(client)
                 .await
