@@ -296,6 +296,32 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         status: Some(st.clone()),
         ..rr.as_ref().clone()
     };
+    // A new stage to approve (also within AwaitingApproval, and for a change): its approvers
+    // are told, once per stage and generation.
+    let stage_key = |s: &ResourceRequestStatus| {
+        s.stage
+            .as_ref()
+            .map(|st| (st.name.clone(), s.plan.as_ref().map(|p| p.hash.clone())))
+    };
+    let announced = transitions
+        .iter()
+        .any(|t| NotifyEvent::on_transition(t.from, t.to) == Some(NotifyEvent::AwaitingApproval));
+    if st.stage.is_some() && stage_key(&st) != stage_key(&old) && !announced {
+        ctx.notifier.send(Notification::for_request(
+            NotifyEvent::AwaitingApproval,
+            &written,
+            now,
+        ));
+        publish_event(
+            &ctx,
+            rr.as_ref(),
+            EventType::Normal,
+            "AwaitingApproval",
+            "Stage",
+            st.message.clone().unwrap_or_default(),
+        )
+        .await;
+    }
     for t in transitions {
         if let Some(event) = NotifyEvent::on_transition(t.from, t.to) {
             ctx.notifier
@@ -331,6 +357,42 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             _ => 60,
         },
     ))))
+}
+
+/// Reconcile an Approval: record who made it (from the identity annotation written at
+/// admission) in `status.approver`, for `kubectl get approvals`. Whether it counts is the
+/// request's business: its status lists the approvals that count and why others don't.
+pub async fn reconcile_approval(a: Arc<Approval>, ctx: SharedContext) -> Result<Action, Error> {
+    measured::<Approval>(&ctx.clone(), async move {
+        let approver = a.annotations().get(annotations::APPROVER).cloned();
+        let generation = a.meta().generation;
+        let current = a.status.clone().unwrap_or_default();
+        let ready = conditions::merge(
+            current.conditions.clone(),
+            condition(
+                crate::api::CONDITION_READY,
+                approver.is_some(),
+                if approver.is_some() {
+                    "Recorded"
+                } else {
+                    "NoIdentity"
+                },
+                match &approver {
+                    Some(_) => "the approver was recorded at admission",
+                    None => "no approver was recorded at admission: this approval can't count",
+                },
+                generation,
+                Timestamp::now(),
+            ),
+        );
+        let status =
+            json!({"observedGeneration": generation, "approver": approver, "conditions": ready});
+        if super::status::status_differs(a.status.as_ref(), &status) {
+            super::status::apply_status(&ctx, a.as_ref(), status).await?;
+        }
+        Ok(Action::requeue(Duration::from_secs(3600)))
+    })
+    .await
 }
 
 /// Read what the decision needs. `None` when the namespace belongs to no Department.

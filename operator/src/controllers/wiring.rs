@@ -141,7 +141,11 @@ impl TenancyControllers {
         let approvals = self
             .approvals
             .graceful_shutdown_on(stop())
-            .run(reconcile_ready, error_policy::<Approval>, ctx.clone())
+            .run(
+                lifecycle::reconcile_approval,
+                error_policy::<Approval>,
+                ctx.clone(),
+            )
             .for_each(log_result);
         let policies = self
             .policies
