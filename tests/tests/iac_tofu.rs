@@ -16,7 +16,10 @@ use kube::Api;
 use serde_json::{Value, json};
 use yunzhang::{
     api::{CloudProvider, ResourceItem, ResourceRequest, ResourceType},
-    iac::{ProviderConfig, RenderedWorkspace, StateBackend, WorkspaceInput, render_workspace},
+    iac::{
+        Executor, KubeAccess, LocalConfig, LocalExecutor, ProviderConfig, RenderedWorkspace,
+        RunContext, StateBackend, WorkspaceInput, render_workspace,
+    },
 };
 use yunzhang_integration::{admin, cluster, create_namespace, repo_root, unique};
 
@@ -370,4 +373,140 @@ async fn state_lives_in_a_secret_in_the_cluster() {
         String::from_utf8_lossy(&plan.stdout),
         String::from_utf8_lossy(&plan.stderr)
     );
+}
+
+/// The local executor against the local control plane, through one request's life: two plans
+/// of the same workspace have the same hash; apply runs the saved plan, keeps state in the
+/// cluster and returns the modules' outputs; applying the same hash again applies nothing; a
+/// resize plans as in-place updates; an approved plan whose saved file is lost is re-made and
+/// applied only because it is the same plan; state altered outside shows as drift, and a plan
+/// made before that is refused rather than applied; destroy leaves no resources in state.
+#[tokio::test]
+async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destroy() {
+    let kubeconfig = cluster().admin_kubeconfig.clone();
+    let namespace = unique("iac-local");
+    create_namespace(&namespace).await.expect("state namespace");
+    let uid = unique("uid");
+    let mut input = example_input(StateBackend::Kubernetes {
+        namespace: namespace.clone(),
+        secret_suffix: uid.clone(),
+        config_path: None,
+    });
+    input.request.uid = uid.clone();
+    let ws = render_workspace(&input).expect("renders");
+    let resized = |vcpu: u32| {
+        let mut input = input.clone();
+        for item in &mut input.items {
+            if item.name == "web" {
+                item.vcpu = Some(vcpu);
+            }
+        }
+        render_workspace(&input).expect("renders")
+    };
+
+    let work_dir = std::env::temp_dir().join(unique("yz-local-executor"));
+    let mut config = LocalConfig::new(tofu_bin());
+    config.work_dir = work_dir.clone();
+    config.modules_dir = Some(repo_root().join("examples/modules"));
+    config.kube = KubeAccess::ConfigPath(kubeconfig.clone());
+    let executor = LocalExecutor::new(config).expect("local executor");
+    let ctx = RunContext::new(input.request.clone());
+
+    // Plan: web ×2 and db ×1 to add; the same workspace plans to the same hash.
+    let first = executor.plan(ctx.clone(), ws.clone()).await.expect("plan");
+    assert_eq!((first.add, first.change, first.destroy), (3, 0, 0));
+    assert_eq!(first.resources.len(), 3, "{:?}", first.resources);
+    assert!(first.readable.contains("3 to add"), "{}", first.readable);
+    let again = executor.plan(ctx.clone(), ws.clone()).await.expect("plan");
+    assert_eq!(again.hash, first.hash, "same workspace, same state: same plan");
+
+    // Apply: state in the Secret, the modules' outputs returned.
+    let applied = executor
+        .apply(ctx.clone(), ws.clone(), first.hash.clone())
+        .await
+        .expect("apply");
+    let secrets: Api<Secret> = Api::namespaced(admin().await, &namespace);
+    let state_secret = format!("tfstate-default-{uid}");
+    let version = |s: Secret| s.metadata.resource_version.expect("resourceVersion");
+    let state_version = version(secrets.get(&state_secret).await.expect("state Secret"));
+    let db: Value = serde_json::from_str(&applied.outputs["db"]).expect("db output is JSON");
+    assert_eq!(
+        db["endpoint"],
+        json!("gx-finance-tax-portal-db.rds.nanning-1.internal:3306")
+    );
+    let web: Value = serde_json::from_str(&applied.outputs["web"]).expect("web output is JSON");
+    assert_eq!(web["ids"].as_array().map(Vec::len), Some(2), "{web:#}");
+    assert!(applied.secret_outputs.is_empty());
+
+    // The same hash again (as after a restart mid-run): success, and state untouched.
+    let twice = executor
+        .apply(ctx.clone(), ws.clone(), first.hash.clone())
+        .await
+        .expect("second apply of the same plan succeeds");
+    assert_eq!(twice, applied);
+    assert_eq!(
+        version(secrets.get(&state_secret).await.expect("state Secret")),
+        state_version,
+        "the second apply must not write state"
+    );
+    assert_eq!(executor.drift(ctx.clone(), ws.clone()).await, Ok(None));
+
+    // Resize web to 8 vCPUs: both instances update in place, before anything is applied.
+    let eight = resized(8);
+    let resize = executor.plan(ctx.clone(), eight.clone()).await.expect("plan");
+    assert_eq!((resize.add, resize.change, resize.destroy), (0, 2, 0));
+    assert!(
+        resize
+            .resources
+            .iter()
+            .all(|r| r.address.starts_with("module.web.") && r.actions == ["update"]),
+        "{:?}",
+        resize.resources
+    );
+    // The saved plan is lost (a new pod, say): the re-made plan has the approved hash, so it
+    // is exactly what was approved and is applied.
+    std::fs::remove_dir_all(executor.workspace_dir(&ctx)).expect("remove the work dir");
+    executor
+        .apply(ctx.clone(), eight.clone(), resize.hash.clone())
+        .await
+        .expect("apply of the re-made plan");
+    assert_eq!(executor.drift(ctx.clone(), eight.clone()).await, Ok(None));
+
+    // A plan to 16 vCPUs is made; then state is altered outside (db forgotten).
+    let sixteen = resized(16);
+    let stale = executor.plan(ctx.clone(), sixteen.clone()).await.expect("plan");
+    assert_eq!((stale.add, stale.change, stale.destroy), (0, 2, 0));
+    let outside = Workdir::new(&eight).with_env("KUBE_CONFIG_PATH", &kubeconfig);
+    outside.ok(&["init", "-input=false", "-no-color"]);
+    outside.ok(&["state", "rm", "-no-color", "module.db"]);
+    let drift = executor
+        .drift(ctx.clone(), eight.clone())
+        .await
+        .expect("drift plan")
+        .expect("drift is found");
+    assert_eq!((drift.add, drift.change, drift.destroy), (1, 0, 0));
+    assert!(drift.resources[0].address.starts_with("module.db."));
+    // The plan made before the change is stale: refused, nothing applied.
+    let refused = executor
+        .apply(ctx.clone(), sixteen.clone(), stale.hash.clone())
+        .await
+        .expect_err("a stale plan that differs must not be applied");
+    assert!(refused.0.contains("Make a new plan"), "{refused}");
+    assert!(refused.0.contains("Nothing was applied"), "{refused}");
+    let still = executor
+        .drift(ctx.clone(), eight.clone())
+        .await
+        .expect("drift plan")
+        .expect("still drifted");
+    assert_eq!((still.add, still.change), (1, 0), "nothing was applied");
+
+    // Destroy: no resources left in state.
+    executor
+        .destroy(ctx.clone(), eight.clone())
+        .await
+        .expect("destroy");
+    let check = Workdir::new(&eight).with_env("KUBE_CONFIG_PATH", &kubeconfig);
+    check.ok(&["init", "-input=false", "-no-color"]);
+    assert_eq!(check.ok(&["state", "list", "-no-color"]).trim(), "");
+    let _ = std::fs::remove_dir_all(&work_dir);
 }
