@@ -398,6 +398,7 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 ExecError(format!(
@@ -417,22 +418,32 @@ impl Session {
         let status = match waited {
             Ok(status) => Some(status.map_err(|e| ExecError(format!("waiting for tofu: {e}")))?),
             Err(_) => {
-                // Past the deadline: SIGINT lets tofu stop cleanly and release the state lock.
+                // Past the deadline. tofu leads its own process group (with its providers):
+                // SIGINT, as Ctrl-C would, lets it stop cleanly and release the state lock;
+                // SIGKILL to the group if it takes longer than the grace period.
                 if let Some(pid) = child.id() {
-                    interrupt(pid);
+                    signal_group(pid, libc::SIGINT);
+                    if tokio::time::timeout(config.kill_grace, child.wait()).await.is_err() {
+                        signal_group(pid, libc::SIGKILL);
+                    }
                 }
-                if tokio::time::timeout(config.kill_grace, child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
-                }
+                let _ = child.kill().await;
                 None
             }
         };
+        // A process left over from the group may still hold the pipes: don't wait for it.
         let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
             match h {
-                Some(h) => h.await.unwrap_or_default(),
+                Some(h) => {
+                    let abort = h.abort_handle();
+                    match tokio::time::timeout(Duration::from_secs(5), h).await {
+                        Ok(read) => read.unwrap_or_default(),
+                        Err(_) => {
+                            abort.abort();
+                            (Vec::new(), false)
+                        }
+                    }
+                }
                 None => (Vec::new(), false),
             }
         };
@@ -673,13 +684,13 @@ fn tail_chars(s: &str, max: usize) -> &str {
     &s[start..]
 }
 
-/// SIGINT to `pid`, as Ctrl-C would: OpenTofu stops at a safe point and unlocks the state.
-fn interrupt(pid: u32) {
+/// Sends `signal` to the process group led by our child `pid`.
+fn signal_group(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) with a pid of our own child, which we have not reaped yet (we still
-        // hold its `Child`), so the pid can't have been reused.
+        // SAFETY: kill(2) has no memory effects. The group is the one our child leads
+        // (`process_group(0)`); we still hold its `Child`, so its id has not been reused.
         unsafe {
-            libc::kill(pid, libc::SIGINT);
+            libc::kill(-pid, signal);
         }
     }
 }
@@ -712,6 +723,52 @@ mod tests {
         assert_eq!(kept, data[data.len() - 1000..]);
         let (kept, cut) = read_tail(&b"short"[..], 1000).await;
         assert_eq!((kept.as_slice(), cut), (&b"short"[..], false));
+    }
+
+    /// A run past its time limit is stopped, with the processes it started, and says so.
+    #[tokio::test]
+    async fn a_run_past_its_deadline_is_stopped() {
+        let root = std::env::temp_dir().join(format!("yz-local-timeout-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        // A "tofu" that ignores SIGINT and starts a grandchild holding stderr.
+        let fake = root.join("tofu");
+        let pids = root.join("pids");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\ntrap '' INT\necho started >&2\nsleep 60 &\necho $! > {}\nsleep 60\n",
+                pids.display()
+            ),
+        )
+        .expect("fake tofu");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut config = LocalConfig::new(&fake);
+        config.work_dir = root.join("work");
+        config.kube = KubeAccess::Unset;
+        config.kill_grace = Duration::from_millis(200);
+        let executor = LocalExecutor::new(config).expect("executor");
+        let mut ctx = RunContext::new(super::super::RequestRef {
+            namespace: "ns".to_owned(),
+            name: "req".to_owned(),
+            uid: "uid".to_owned(),
+        });
+        ctx.timeout = Some(Duration::from_millis(500));
+        let ws = RenderedWorkspace {
+            files: [("main.tf".to_owned(), String::new())].into(),
+            hash: "sha256:x".to_owned(),
+        };
+        let err = executor.plan(ctx, ws).await.expect_err("times out");
+        assert!(err.0.contains("time limit"), "{err}");
+        assert!(err.0.contains("timeoutSeconds"), "{err}");
+        // The grandchild went with the group: gone, or a zombie waiting to be reaped.
+        let pid = std::fs::read_to_string(&pids).expect("pid file");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        assert!(
+            stat.as_deref().map_or(true, |s| s.contains(") Z ")),
+            "the background sleep still runs: {stat:?}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
