@@ -11,17 +11,28 @@ use std::{
     sync::OnceLock,
 };
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    batch::v1::Job,
+    core::v1::{ConfigMap, Secret, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+    config::Kubeconfig,
+};
 use serde_json::{Value, json};
 use yunzhang::{
     api::{CloudProvider, ResourceItem, ResourceRequest, ResourceType},
     iac::{
-        Executor, KubeAccess, LocalConfig, LocalExecutor, ProviderConfig, RenderedWorkspace,
-        RunContext, StateBackend, WorkspaceInput, render_workspace,
+        Executor, JobConfig, JobExecutor, KubeAccess, LocalConfig, LocalExecutor, ProviderConfig,
+        RenderedWorkspace, RunContext, StateBackend, WorkspaceInput,
+        job::{REQUEST_UID_LABEL, SCRIPT},
+        render_workspace,
     },
 };
-use yunzhang_integration::{admin, cluster, create_namespace, repo_root, unique};
+use yunzhang_integration::{admin, cluster, create_namespace, repo_root, unique, wait_for};
 
 /// The pinned `tofu`, built once into the tool cache if need be.
 fn tofu_bin() -> &'static Path {
@@ -418,7 +429,10 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
     assert_eq!(first.resources.len(), 3, "{:?}", first.resources);
     assert!(first.readable.contains("3 to add"), "{}", first.readable);
     let again = executor.plan(ctx.clone(), ws.clone()).await.expect("plan");
-    assert_eq!(again.hash, first.hash, "same workspace, same state: same plan");
+    assert_eq!(
+        again.hash, first.hash,
+        "same workspace, same state: same plan"
+    );
 
     // Apply: state in the Secret, the modules' outputs returned.
     let applied = executor
@@ -453,7 +467,10 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
 
     // Resize web to 8 vCPUs: both instances update in place, before anything is applied.
     let eight = resized(8);
-    let resize = executor.plan(ctx.clone(), eight.clone()).await.expect("plan");
+    let resize = executor
+        .plan(ctx.clone(), eight.clone())
+        .await
+        .expect("plan");
     assert_eq!((resize.add, resize.change, resize.destroy), (0, 2, 0));
     assert!(
         resize
@@ -474,7 +491,10 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
 
     // A plan to 16 vCPUs is made; then state is altered outside (db forgotten).
     let sixteen = resized(16);
-    let stale = executor.plan(ctx.clone(), sixteen.clone()).await.expect("plan");
+    let stale = executor
+        .plan(ctx.clone(), sixteen.clone())
+        .await
+        .expect("plan");
     assert_eq!((stale.add, stale.change, stale.destroy), (0, 2, 0));
     let outside = Workdir::new(&eight).with_env("KUBE_CONFIG_PATH", &kubeconfig);
     outside.ok(&["init", "-input=false", "-no-color"]);
@@ -509,4 +529,244 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
     check.ok(&["init", "-input=false", "-no-color"]);
     assert_eq!(check.ok(&["state", "list", "-no-color"]).trim(), "");
     let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+/// The job executor's plan, on the real API server. There is no kubelet here, so the test
+/// checks the Job object (image, service account, limits, deadline, mounts, owner), then does
+/// what the pod would: runs the Job's own script and environment with the real `tofu` and a
+/// token of the Job's service account, bound only to the Role `docs/iac.md` documents. The
+/// executor picks the report up from the result ConfigMap, and its plan agrees with the local
+/// executor's to the hash.
+#[tokio::test]
+async fn job_executor_plans_through_a_job_and_its_result_configmap() {
+    let client = admin().await;
+    let namespace = unique("iac-job");
+    create_namespace(&namespace).await.expect("namespace");
+
+    // The request owning the run's objects (a missing owner would be garbage-collected).
+    let mut request = example_request();
+    request.metadata.namespace = Some(namespace.clone());
+    request.metadata.uid = None;
+    request.metadata.resource_version = None;
+    let request = Api::<ResourceRequest>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("request");
+    let mut input = example_input(StateBackend::Local);
+    input.request.namespace = namespace.clone();
+    input.request.uid = request.metadata.uid.clone().expect("uid");
+    let ws = render_workspace(&input).expect("renders");
+
+    // The pod's service account: patch its result ConfigMap, nothing more.
+    let account = "yunzhang-tofu";
+    let pp = PostParams::default();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": account}})).expect("sa");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    accounts.create(&pp, &sa).await.expect("service account");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "yunzhang-tofu-result"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}],
+    }))
+    .expect("role");
+    Api::<Role>::namespaced(client.clone(), &namespace)
+        .create(&pp, &role)
+        .await
+        .expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "yunzhang-tofu-result"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "yunzhang-tofu-result"},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(client.clone(), &namespace)
+        .create(&pp, &binding)
+        .await
+        .expect("binding");
+
+    let image = "registry.example.gov.cn/yunzhang/tofu:1.10.10";
+    let config = JobConfig {
+        service_account: Some(account.to_owned()),
+        timeout: std::time::Duration::from_secs(120),
+        modules_path: Some("/opt/yunzhang/modules".to_owned()),
+        poll_interval: std::time::Duration::from_millis(300),
+        ..JobConfig::new(image)
+    };
+    let executor = JobExecutor::new(client.clone(), config);
+    let ctx = RunContext::new(input.request.clone());
+    let planning = tokio::spawn(executor.plan(ctx.clone(), ws.clone()));
+
+    // The Job, as created.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let selector =
+        ListParams::default().labels(&format!("{REQUEST_UID_LABEL}={}", input.request.uid));
+    let job = loop {
+        if let Some(job) = jobs.list(&selector).await.expect("jobs").items.pop() {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let name = job.metadata.name.clone().expect("name");
+    let owner = &job.metadata.owner_references.as_ref().expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ResourceRequest", "tax-portal")
+    );
+    let spec = job.spec.as_ref().expect("spec");
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(spec.active_deadline_seconds, Some(120));
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some(account));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some(image));
+    let resources = container.resources.as_ref().expect("resources");
+    let get = |m: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+               k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+    assert_eq!(get(&resources.limits, "cpu").as_deref(), Some("1"));
+    assert_eq!(get(&resources.limits, "memory").as_deref(), Some("1Gi"));
+    assert_eq!(get(&resources.requests, "memory").as_deref(), Some("256Mi"));
+    let mounts: Vec<(String, String, Option<bool>)> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only))
+        .collect();
+    assert!(
+        mounts.contains(&("workspace".to_owned(), "/workspace".to_owned(), Some(true))),
+        "{mounts:?}"
+    );
+    let workspace_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "workspace")
+        .expect("volume");
+    let workspace_cm = workspace_volume
+        .config_map
+        .as_ref()
+        .expect("from a ConfigMap")
+        .name
+        .clone();
+    assert_eq!(
+        container.command.as_ref().map(|c| c[2].as_str()),
+        Some(SCRIPT)
+    );
+
+    // The workspace ConfigMap holds exactly the rendered files.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let workspace_cm = wait_for(
+        &config_maps,
+        &workspace_cm,
+        std::time::Duration::from_secs(30),
+        |_| true,
+    )
+    .await
+    .expect("workspace ConfigMap");
+    assert_eq!(workspace_cm.data.as_ref(), Some(&ws.files));
+
+    // Be the kubelet: the workspace volume, the service account's token, the Job's script and
+    // environment, with paths moved out of the pod's file system.
+    let root = std::env::temp_dir().join(unique("yz-job-pod"));
+    let (workspace_dir, work, sa_dir) =
+        (root.join("workspace"), root.join("work"), root.join("sa"));
+    for dir in [&workspace_dir, &work, &sa_dir] {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    for (file, content) in workspace_cm.data.iter().flatten() {
+        std::fs::write(workspace_dir.join(file), content).expect("workspace file");
+    }
+    let token = accounts
+        .create_token_request(
+            account,
+            &pp,
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token;
+    std::fs::write(sa_dir.join("token"), token).expect("token file");
+    std::fs::write(sa_dir.join("namespace"), &namespace).expect("namespace file");
+    std::fs::copy(repo_root().join(".dev/pki/ca.crt"), sa_dir.join("ca.crt")).expect("ca");
+    let kubeconfig = Kubeconfig::read_from(&cluster().admin_kubeconfig).expect("kubeconfig");
+    let server = kubeconfig.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server");
+    let path = format!(
+        "{}:{}",
+        tofu_bin().parent().expect("tofu dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut sh = Command::new("/bin/sh");
+    sh.arg("-c")
+        .arg(container.command.as_ref().expect("command")[2].as_str())
+        .env_clear();
+    for env in container.env.iter().flatten() {
+        sh.env(&env.name, env.value.clone().unwrap_or_default());
+    }
+    let out = sh
+        .env("PATH", path)
+        .env("HOME", &work)
+        .env("TMPDIR", &root)
+        .env("TF_CLI_CONFIG_FILE", work.join("tofu.rc"))
+        .env("YZ_WORK", &work)
+        .env("YZ_WORKSPACE", &workspace_dir)
+        .env("YZ_SA_DIR", &sa_dir)
+        .env("YZ_API", &server)
+        .env("YZ_MODULES", repo_root().join("examples/modules"))
+        .output()
+        .expect("running the Job's script");
+    assert!(
+        out.status.success(),
+        "the Job's script failed ({}):\n{}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(work.join("log")).unwrap_or_default()
+    );
+
+    let plan = planning
+        .await
+        .expect("task")
+        .expect("the job executor's plan");
+    assert_eq!((plan.add, plan.change, plan.destroy), (3, 0, 0));
+    assert!(plan.readable.contains("3 to add"), "{}", plan.readable);
+    let result = config_maps
+        .get(&format!("{name}-result"))
+        .await
+        .expect("result ConfigMap");
+    assert!(
+        result.metadata.owner_references.is_some(),
+        "owned, so removed with the request"
+    );
+
+    // The local executor plans the same workspace to the same hash.
+    let mut local = LocalConfig::new(tofu_bin());
+    local.work_dir = root.join("local");
+    local.modules_dir = Some(repo_root().join("examples/modules"));
+    local.kube = KubeAccess::Unset;
+    let local_plan = LocalExecutor::new(local)
+        .expect("local executor")
+        .plan(ctx, ws)
+        .await
+        .expect("local plan");
+    assert_eq!(local_plan.hash, plan.hash);
+    let _ = std::fs::remove_dir_all(&root);
 }

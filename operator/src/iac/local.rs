@@ -423,7 +423,10 @@ impl Session {
                 // SIGKILL to the group if it takes longer than the grace period.
                 if let Some(pid) = child.id() {
                     signal_group(pid, libc::SIGINT);
-                    if tokio::time::timeout(config.kill_grace, child.wait()).await.is_err() {
+                    if tokio::time::timeout(config.kill_grace, child.wait())
+                        .await
+                        .is_err()
+                    {
                         signal_group(pid, libc::SIGKILL);
                     }
                 }

@@ -36,6 +36,7 @@ pub use executor::{
     RunContext,
 };
 
+pub use job::{JobConfig, JobExecutor};
 pub use local::{KubeAccess, LocalConfig, LocalExecutor};
 pub use render::{
     ProviderConfig, RenderError, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
