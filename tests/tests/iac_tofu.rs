@@ -11,11 +11,14 @@ use std::{
     sync::OnceLock,
 };
 
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    batch::v1::Job,
-    core::v1::{ConfigMap, Secret, ServiceAccount},
-    rbac::v1::{Role, RoleBinding},
+use k8s_openapi::{
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        batch::v1::Job,
+        core::v1::{ConfigMap, Secret, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
+    },
+    apimachinery::pkg::api::resource::Quantity,
 };
 use kube::{
     Api,
@@ -28,7 +31,7 @@ use yunzhang::{
     iac::{
         Executor, JobConfig, JobExecutor, KubeAccess, LocalConfig, LocalExecutor, ProviderConfig,
         RenderedWorkspace, RunContext, StateBackend, WorkspaceInput,
-        job::{REQUEST_UID_LABEL, SCRIPT},
+        job::{REQUEST_UID_LABEL, RUN_LABEL, SCRIPT},
         render_workspace,
     },
 };
@@ -531,14 +534,140 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 
-/// The job executor's plan, on the real API server. There is no kubelet here, so the test
-/// checks the Job object (image, service account, limits, deadline, mounts, owner), then does
-/// what the pod would: runs the Job's own script and environment with the real `tofu` and a
-/// token of the Job's service account, bound only to the Role `docs/iac.md` documents. The
-/// executor picks the report up from the result ConfigMap, and its plan agrees with the local
-/// executor's to the hash.
+/// Where a test plays the kubelet for the job executor's pods.
+struct PodPlayer {
+    namespace: String,
+    uid: String,
+    root: PathBuf,
+    sa_dir: PathBuf,
+    server: String,
+    token: String,
+    played: std::sync::Mutex<Vec<String>>,
+}
+
+impl PodPlayer {
+    /// Waits for the next Job of `kind` for the request, then does what its pod would: the
+    /// workspace volume from the ConfigMap, the Job's script and environment with the real
+    /// `tofu`, paths moved out of the pod's file system, and the service account's token for
+    /// both the report and the kubernetes state backend (instead of the in-cluster config).
+    async fn play(&self, kind: &str) -> Job {
+        let client = admin().await;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &self.namespace);
+        let selector = ListParams::default().labels(&format!(
+            "{REQUEST_UID_LABEL}={},{RUN_LABEL}={kind}",
+            self.uid
+        ));
+        let job = loop {
+            let played = self.played.lock().expect("lock").clone();
+            if let Some(job) = jobs
+                .list(&selector)
+                .await
+                .expect("jobs")
+                .items
+                .into_iter()
+                .find(|j| !played.contains(j.metadata.name.as_ref().expect("name")))
+            {
+                break job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let name = job.metadata.name.clone().expect("name");
+        self.played.lock().expect("lock").push(name.clone());
+        let pod = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let container = &pod.containers[0];
+        let config_maps: Api<ConfigMap> = Api::namespaced(client, &self.namespace);
+        let workspace = wait_for(
+            &config_maps,
+            &format!("{name}-workspace"),
+            std::time::Duration::from_secs(30),
+            |_| true,
+        )
+        .await
+        .expect("workspace ConfigMap");
+        let (workspace_dir, work) = (
+            self.root.join(&name).join("workspace"),
+            self.root.join(&name).join("work"),
+        );
+        for dir in [&workspace_dir, &work] {
+            std::fs::create_dir_all(dir).expect("dir");
+        }
+        for (file, content) in workspace.data.iter().flatten() {
+            std::fs::write(workspace_dir.join(file), content).expect("workspace file");
+        }
+        let path = format!(
+            "{}:{}",
+            tofu_bin().parent().expect("tofu dir").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut sh = tokio::process::Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg(container.command.as_ref().expect("command")[2].as_str())
+            .env_clear();
+        for env in container.env.iter().flatten() {
+            if env.name != "KUBE_IN_CLUSTER_CONFIG" {
+                sh.env(&env.name, env.value.clone().unwrap_or_default());
+            }
+        }
+        // In the pod the backend uses the in-cluster config; here a kubeconfig with the same
+        // identity (tofu's backend reads no KUBE_TOKEN without a config file to start from).
+        let kubeconfig = work.join("sa.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            serde_json::to_string(&json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {
+                    "server": self.server,
+                    "certificate-authority": self.sa_dir.join("ca.crt"),
+                }}],
+                "users": [{"name": "u", "user": {"token": self.token}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }))
+            .expect("kubeconfig"),
+        )
+        .expect("write kubeconfig");
+        let out = sh
+            .env("PATH", path)
+            .env("HOME", &work)
+            .env("TMPDIR", &work)
+            .env("TF_CLI_CONFIG_FILE", work.join("tofu.rc"))
+            .env("YZ_WORK", &work)
+            .env("YZ_WORKSPACE", &workspace_dir)
+            .env("YZ_SA_DIR", &self.sa_dir)
+            .env("YZ_API", &self.server)
+            .env("YZ_MODULES", repo_root().join("examples/modules"))
+            .env("KUBE_CONFIG_PATH", &kubeconfig)
+            .kill_on_drop(true)
+            .output();
+        // The pod's activeDeadlineSeconds, here.
+        let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+            .await
+            .unwrap_or_else(|_| panic!("the {kind} Job's script did not finish in 120s"))
+            .expect("running the Job's script");
+        assert!(
+            out.status.success(),
+            "the {kind} Job's script failed ({}):\n{}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(work.join("log")).unwrap_or_default()
+        );
+        job
+    }
+}
+
+/// The job executor on the real API server. There is no kubelet here, so the test checks the
+/// Job object (image, service account, limits, deadline, mounts, owner), then does what the
+/// pod would ([`PodPlayer`]) with a token of the Job's service account bound only to the Role
+/// `docs/iac.md` documents. Plan agrees with the local executor to the hash; apply applies it
+/// and returns the outputs; the same apply again applies nothing; destroy empties the state.
 #[tokio::test]
-async fn job_executor_plans_through_a_job_and_its_result_configmap() {
+async fn job_executor_runs_plan_apply_and_destroy_as_jobs() {
     let client = admin().await;
     let namespace = unique("iac-job");
     create_namespace(&namespace).await.expect("namespace");
@@ -552,12 +681,18 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .create(&PostParams::default(), &request)
         .await
         .expect("request");
-    let mut input = example_input(StateBackend::Local);
+    let uid = request.metadata.uid.clone().expect("uid");
+    // State in the run namespace, to keep the test's RBAC to one Role.
+    let mut input = example_input(StateBackend::Kubernetes {
+        namespace: namespace.clone(),
+        secret_suffix: uid.clone(),
+        config_path: None,
+    });
     input.request.namespace = namespace.clone();
-    input.request.uid = request.metadata.uid.clone().expect("uid");
+    input.request.uid = uid.clone();
     let ws = render_workspace(&input).expect("renders");
 
-    // The pod's service account: patch its result ConfigMap, nothing more.
+    // The pod's service account, with the Role docs/iac.md documents.
     let account = "yunzhang-tofu";
     let pp = PostParams::default();
     let sa: ServiceAccount =
@@ -565,8 +700,13 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
     accounts.create(&pp, &sa).await.expect("service account");
     let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "yunzhang-tofu-result"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}],
+        "metadata": {"name": "yunzhang-tofu"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"],
+             "verbs": ["get", "list", "create", "update", "patch", "delete"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["get", "list", "create", "update", "delete"]},
+        ],
     }))
     .expect("role");
     Api::<Role>::namespaced(client.clone(), &namespace)
@@ -574,8 +714,8 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .await
         .expect("role");
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "yunzhang-tofu-result"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "yunzhang-tofu-result"},
+        "metadata": {"name": "yunzhang-tofu"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "yunzhang-tofu"},
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }))
     .expect("binding");
@@ -583,106 +723,6 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .create(&pp, &binding)
         .await
         .expect("binding");
-
-    let image = "registry.example.gov.cn/yunzhang/tofu:1.10.10";
-    let config = JobConfig {
-        service_account: Some(account.to_owned()),
-        timeout: std::time::Duration::from_secs(120),
-        modules_path: Some("/opt/yunzhang/modules".to_owned()),
-        poll_interval: std::time::Duration::from_millis(300),
-        ..JobConfig::new(image)
-    };
-    let executor = JobExecutor::new(client.clone(), config);
-    let ctx = RunContext::new(input.request.clone());
-    let planning = tokio::spawn(executor.plan(ctx.clone(), ws.clone()));
-
-    // The Job, as created.
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let selector =
-        ListParams::default().labels(&format!("{REQUEST_UID_LABEL}={}", input.request.uid));
-    let job = loop {
-        if let Some(job) = jobs.list(&selector).await.expect("jobs").items.pop() {
-            break job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    let name = job.metadata.name.clone().expect("name");
-    let owner = &job.metadata.owner_references.as_ref().expect("owned")[0];
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("ResourceRequest", "tax-portal")
-    );
-    let spec = job.spec.as_ref().expect("spec");
-    assert_eq!(spec.backoff_limit, Some(0));
-    assert_eq!(spec.active_deadline_seconds, Some(120));
-    let pod = spec.template.spec.as_ref().expect("pod");
-    assert_eq!(pod.service_account_name.as_deref(), Some(account));
-    assert_eq!(
-        pod.security_context
-            .as_ref()
-            .and_then(|s| s.run_as_non_root),
-        Some(true)
-    );
-    let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some(image));
-    let resources = container.resources.as_ref().expect("resources");
-    let get = |m: &Option<
-        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-    >,
-               k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
-    assert_eq!(get(&resources.limits, "cpu").as_deref(), Some("1"));
-    assert_eq!(get(&resources.limits, "memory").as_deref(), Some("1Gi"));
-    assert_eq!(get(&resources.requests, "memory").as_deref(), Some("256Mi"));
-    let mounts: Vec<(String, String, Option<bool>)> = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only))
-        .collect();
-    assert!(
-        mounts.contains(&("workspace".to_owned(), "/workspace".to_owned(), Some(true))),
-        "{mounts:?}"
-    );
-    let workspace_volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "workspace")
-        .expect("volume");
-    let workspace_cm = workspace_volume
-        .config_map
-        .as_ref()
-        .expect("from a ConfigMap")
-        .name
-        .clone();
-    assert_eq!(
-        container.command.as_ref().map(|c| c[2].as_str()),
-        Some(SCRIPT)
-    );
-
-    // The workspace ConfigMap holds exactly the rendered files.
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let workspace_cm = wait_for(
-        &config_maps,
-        &workspace_cm,
-        std::time::Duration::from_secs(30),
-        |_| true,
-    )
-    .await
-    .expect("workspace ConfigMap");
-    assert_eq!(workspace_cm.data.as_ref(), Some(&ws.files));
-
-    // Be the kubelet: the workspace volume, the service account's token, the Job's script and
-    // environment, with paths moved out of the pod's file system.
-    let root = std::env::temp_dir().join(unique("yz-job-pod"));
-    let (workspace_dir, work, sa_dir) =
-        (root.join("workspace"), root.join("work"), root.join("sa"));
-    for dir in [&workspace_dir, &work, &sa_dir] {
-        std::fs::create_dir_all(dir).expect("dir");
-    }
-    for (file, content) in workspace_cm.data.iter().flatten() {
-        std::fs::write(workspace_dir.join(file), content).expect("workspace file");
-    }
     let token = accounts
         .create_token_request(
             account,
@@ -700,7 +740,10 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .status
         .expect("token status")
         .token;
-    std::fs::write(sa_dir.join("token"), token).expect("token file");
+    let root = std::env::temp_dir().join(unique("yz-job-pod"));
+    let sa_dir = root.join("sa");
+    std::fs::create_dir_all(&sa_dir).expect("dir");
+    std::fs::write(sa_dir.join("token"), &token).expect("token file");
     std::fs::write(sa_dir.join("namespace"), &namespace).expect("namespace file");
     std::fs::copy(repo_root().join(".dev/pki/ca.crt"), sa_dir.join("ca.crt")).expect("ca");
     let kubeconfig = Kubeconfig::read_from(&cluster().admin_kubeconfig).expect("kubeconfig");
@@ -709,38 +752,93 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .as_ref()
         .and_then(|c| c.server.clone())
         .expect("server");
-    let path = format!(
-        "{}:{}",
-        tofu_bin().parent().expect("tofu dir").display(),
-        std::env::var("PATH").unwrap_or_default()
+    let player = PodPlayer {
+        namespace: namespace.clone(),
+        uid: uid.clone(),
+        root: root.clone(),
+        sa_dir,
+        server,
+        token,
+        played: Default::default(),
+    };
+
+    let image = "registry.example.gov.cn/yunzhang/tofu:1.10.10";
+    let config = JobConfig {
+        service_account: Some(account.to_owned()),
+        timeout: std::time::Duration::from_secs(120),
+        modules_path: Some("/opt/yunzhang/modules".to_owned()),
+        poll_interval: std::time::Duration::from_millis(300),
+        ..JobConfig::new(image)
+    };
+    let executor = JobExecutor::new(client.clone(), config);
+    let ctx = RunContext::new(input.request.clone());
+
+    // Plan: the Job as created, then its pod played.
+    let planning = tokio::spawn(executor.plan(ctx.clone(), ws.clone()));
+    let job = player.play("plan").await;
+    let name = job.metadata.name.clone().expect("name");
+    let owner = &job.metadata.owner_references.as_ref().expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("ResourceRequest", "tax-portal", uid.as_str())
     );
-    let mut sh = Command::new("/bin/sh");
-    sh.arg("-c")
-        .arg(container.command.as_ref().expect("command")[2].as_str())
-        .env_clear();
-    for env in container.env.iter().flatten() {
-        sh.env(&env.name, env.value.clone().unwrap_or_default());
-    }
-    let out = sh
-        .env("PATH", path)
-        .env("HOME", &work)
-        .env("TMPDIR", &root)
-        .env("TF_CLI_CONFIG_FILE", work.join("tofu.rc"))
-        .env("YZ_WORK", &work)
-        .env("YZ_WORKSPACE", &workspace_dir)
-        .env("YZ_SA_DIR", &sa_dir)
-        .env("YZ_API", &server)
-        .env("YZ_MODULES", repo_root().join("examples/modules"))
-        .output()
-        .expect("running the Job's script");
-    assert!(
-        out.status.success(),
-        "the Job's script failed ({}):\n{}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(work.join("log")).unwrap_or_default()
+    let spec = job.spec.as_ref().expect("spec");
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(spec.active_deadline_seconds, Some(120));
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some(account));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
     );
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some(image));
+    assert_eq!(
+        container.command.as_ref().map(|c| c[2].as_str()),
+        Some(SCRIPT)
+    );
+    let resources = container.resources.as_ref().expect("resources");
+    let quantity = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    assert_eq!(quantity(&resources.limits, "cpu").as_deref(), Some("1"));
+    assert_eq!(
+        quantity(&resources.limits, "memory").as_deref(),
+        Some("1Gi")
+    );
+    assert_eq!(
+        quantity(&resources.requests, "memory").as_deref(),
+        Some("256Mi")
+    );
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/workspace")
+        .expect("workspace mount");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("workspace volume");
+    let workspace_cm = volume
+        .config_map
+        .as_ref()
+        .expect("from a ConfigMap")
+        .name
+        .clone();
+    assert_eq!(workspace_cm, format!("{name}-workspace"));
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let workspace_cm = config_maps
+        .get(&workspace_cm)
+        .await
+        .expect("workspace ConfigMap");
+    assert_eq!(workspace_cm.data.as_ref(), Some(&ws.files));
+    assert!(workspace_cm.metadata.owner_references.is_some());
 
     let plan = planning
         .await
@@ -748,25 +846,68 @@ async fn job_executor_plans_through_a_job_and_its_result_configmap() {
         .expect("the job executor's plan");
     assert_eq!((plan.add, plan.change, plan.destroy), (3, 0, 0));
     assert!(plan.readable.contains("3 to add"), "{}", plan.readable);
-    let result = config_maps
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let result = secrets
         .get(&format!("{name}-result"))
         .await
-        .expect("result ConfigMap");
+        .expect("result Secret");
     assert!(
         result.metadata.owner_references.is_some(),
-        "owned, so removed with the request"
+        "removed with the request"
     );
 
     // The local executor plans the same workspace to the same hash.
     let mut local = LocalConfig::new(tofu_bin());
     local.work_dir = root.join("local");
     local.modules_dir = Some(repo_root().join("examples/modules"));
-    local.kube = KubeAccess::Unset;
+    local.kube = KubeAccess::ConfigPath(cluster().admin_kubeconfig.clone());
     let local_plan = LocalExecutor::new(local)
         .expect("local executor")
-        .plan(ctx, ws)
+        .plan(ctx.clone(), ws.clone())
         .await
         .expect("local plan");
     assert_eq!(local_plan.hash, plan.hash);
+
+    // Apply: the Job re-plans, the executor recognizes the approved plan, the Job applies it.
+    let applying = tokio::spawn(executor.apply(ctx.clone(), ws.clone(), plan.hash.clone()));
+    player.play("apply").await;
+    let applied = applying.await.expect("task").expect("apply");
+    let db: Value = serde_json::from_str(&applied.outputs["db"]).expect("db output is JSON");
+    assert_eq!(
+        db["endpoint"],
+        json!(format!(
+            "{namespace}-tax-portal-db.rds.nanning-1.internal:3306"
+        ))
+    );
+    let state_secret = format!("tfstate-default-{uid}");
+    let state_version = secrets
+        .get(&state_secret)
+        .await
+        .expect("state Secret")
+        .metadata
+        .resource_version;
+
+    // The same apply again: nothing applied, success, the same outputs.
+    let again = tokio::spawn(executor.apply(ctx.clone(), ws.clone(), plan.hash.clone()));
+    player.play("apply").await;
+    assert_eq!(again.await.expect("task").expect("second apply"), applied);
+    assert_eq!(
+        secrets
+            .get(&state_secret)
+            .await
+            .expect("state Secret")
+            .metadata
+            .resource_version,
+        state_version,
+        "the second apply must not write state"
+    );
+
+    // Destroy.
+    let destroying = tokio::spawn(executor.destroy(ctx.clone(), ws.clone()));
+    player.play("destroy").await;
+    destroying.await.expect("task").expect("destroy");
+    let check = Workdir::new(&ws).with_env("KUBE_CONFIG_PATH", &cluster().admin_kubeconfig);
+    check.ok(&["init", "-input=false", "-no-color"]);
+    assert_eq!(check.ok(&["state", "list", "-no-color"]).trim(), "");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -3,28 +3,34 @@
 //! For a run the operator creates, in the run namespace (the request's own, or a dedicated
 //! executor namespace):
 //!
-//! 1. a result ConfigMap `<run>-result`, empty, which the pod fills;
-//! 2. a workspace ConfigMap `<run>-workspace` holding the rendered files;
-//! 3. the Job `<run>`: the provider's image and service account, a non-root read-only
-//!    container running a fixed `sh` script (init, then plan or destroy), the workspace mounted
-//!    read-only, `activeDeadlineSeconds` from the timeout, `backoffLimit: 0`.
+//! 1. the Job `<run>`: the provider's image and service account, a non-root read-only
+//!    container running a fixed `sh` script ([`SCRIPT`]), the workspace mounted read-only,
+//!    `activeDeadlineSeconds` from the timeout, `backoffLimit: 0`;
+//! 2. a result Secret `<run>-result`, empty, which the pod fills (a Secret because plans and
+//!    outputs may hold sensitive values);
+//! 3. a workspace ConfigMap `<run>-workspace` holding the rendered files.
 //!
-//! The pod reports by a JSON merge patch of the result ConfigMap through the API server
-//! (`curl` with its service account token): `binaryData` keys `exit-code`, `log` (the tail),
-//! and for a plan `plan.json` and `plan.txt`. base64 keeps the patch valid JSON with nothing
-//! but `printf`. The operator polls that ConfigMap until `exit-code` is there, the Job has
-//! failed, or the timeout; the plan's hash and counts are computed by the operator from
-//! `plan.json`, exactly as for the local executor.
+//! The pod reports by JSON merge patches of the result Secret through the API server (`curl`
+//! with its service account token): `exit-code`, `log` (the tail), and as far as the run got
+//! `plan.json`, `plan.txt`, `outputs.json`. The operator polls the Secret until `exit-code` is
+//! there, the Job has failed, or the timeout; it computes the plan's hash and counts from
+//! `plan.json` exactly as the local executor does.
+//!
+//! Apply can't carry a saved plan file from the plan Job, so an apply Job plans afresh and
+//! reports the plan; the operator answers `decision: apply` only if that plan has the approved
+//! hash (same workspace, same changes against the same state: exactly what was approved), and
+//! `stop` otherwise; the pod applies its saved plan or nothing. An empty fresh plan means the
+//! approved plan is in effect already (a repeated apply after a restart): success, nothing
+//! applied.
 //!
 //! When the run namespace is the request's, all three objects are owned by the request
-//! (deleted with it); otherwise owner references can't cross namespaces, so the ConfigMaps are
-//! owned by the Job and the Job is labelled with the request and removed by its TTL.
+//! (deleted with it); otherwise owner references can't cross namespaces, so the Secret and
+//! ConfigMap are owned by the Job, which is labelled with the request and removed by its TTL.
 //!
-//! The pod's service account needs, in the run namespace: `get, patch` on configmaps (the
-//! result), and in the state namespace: `get, list, create, update, delete` on secrets and
-//! `get, create, update, delete` on leases (the kubernetes state backend). See `docs/iac.md`.
-//!
-//! Built: plan, drift and destroy. Not built: apply (see [`JobExecutor`]).
+//! The pod's service account needs `get, patch` on secrets in the run namespace (its result),
+//! and for the kubernetes state backend `get, list, create, update, delete` on secrets and
+//! `get, list, create, update, delete` on leases (coordination.k8s.io) in the state namespace.
+//! See `docs/iac.md`.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -36,7 +42,7 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
             EnvFromSource, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-            ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
+            ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecurityContext, Volume,
             VolumeMount,
         },
     },
@@ -44,14 +50,16 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::Value;
 use tracing::info;
 
 use super::{
     RenderedWorkspace,
-    executor::{ApplyOutcome, ExecError, Executor, PlanOutcome, RunContext, summarize_plan},
+    executor::{
+        ApplyOutcome, ExecError, Executor, PlanOutcome, RunContext, split_outputs, summarize_plan,
+    },
 };
 use crate::api::ResourceRequest;
 
@@ -92,7 +100,7 @@ pub struct JobConfig {
     pub cli_config_path: Option<String>,
     /// Finished Jobs (and the ConfigMaps they own) are removed after this long.
     pub ttl_after_finished: Duration,
-    /// How often the result ConfigMap is read while waiting.
+    /// How often the result Secret is read while waiting.
     pub poll_interval: Duration,
 }
 
@@ -141,6 +149,9 @@ impl JobConfig {
 pub enum RunKind {
     /// `tofu plan -detailed-exitcode`, `tofu show -json` and `tofu show`.
     Plan,
+    /// Plan, report the plan, and apply it if the operator answers that it is the approved
+    /// one.
+    Apply,
     /// `tofu destroy -auto-approve`.
     Destroy,
 }
@@ -149,6 +160,7 @@ impl RunKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Plan => "plan",
+            RunKind::Apply => "apply",
             RunKind::Destroy => "destroy",
         }
     }
@@ -159,52 +171,81 @@ impl RunKind {
 pub struct RunObjects {
     pub job: Job,
     pub workspace: ConfigMap,
-    pub result: ConfigMap,
+    /// A Secret, not a ConfigMap: plans and outputs can hold sensitive values, and department
+    /// members may read ConfigMaps in their namespace.
+    pub result: Secret,
 }
 
 /// The script the container runs. Fixed: nothing from the request is interpolated; what
 /// varies comes in through the environment (`YZ_RUN`, `YZ_RESULT`, `YZ_MODULES`). The paths
 /// default to the pod's; `YZ_WORK`, `YZ_WORKSPACE`, `YZ_SA_DIR` and `YZ_API` override them so
 /// the script can be run outside a pod (the integration test does, as there is no kubelet).
+///
+/// It reports by JSON merge patches of the result Secret's `data` (base64 keeps the patch
+/// valid JSON with nothing but `printf`); the last patch carries `exit-code`, so a report is
+/// complete once that key is there. An apply first plans and reports `plan.json`, then waits
+/// for the operator's `decision` (`apply` when the plan is the approved one, `stop`
+/// otherwise) and applies that saved plan or nothing.
 pub const SCRIPT: &str = r#"set -u
 cd "${YZ_WORK:-/work}" || exit 1
 cp "${YZ_WORKSPACE:-/workspace}"/* . || exit 1
 if [ -n "${YZ_MODULES:-}" ]; then ln -s "$YZ_MODULES" modules; fi
 [ -e "$TF_CLI_CONFIG_FILE" ] || : > "$TF_CLI_CONFIG_FILE"
+sa="${YZ_SA_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}"
+result="${YZ_API:-https://kubernetes.default.svc}/api/v1/namespaces/$(cat "$sa/namespace")/secrets/$YZ_RESULT"
+api() { curl -sS --fail -A yunzhang-tofu-job --cacert "$sa/ca.crt" -H "Authorization: Bearer $(cat "$sa/token")" "$@"; }
+report() {
+  sep=''
+  {
+    printf '{"data":{'
+    for f in "$@"; do
+      if [ -f "$f" ]; then printf '%s"%s":"%s"' "$sep" "$f" "$(base64 < "$f" | tr -d '\n')"; sep=','; fi
+    done
+    printf '}}'
+  } > patch.json
+  api -X PATCH -H 'Content-Type: application/merge-patch+json' --data-binary @patch.json "$result" >/dev/null
+}
+decide() {
+  while :; do
+    got=$(api "$result") || return 1
+    got=$(printf '%s' "$got" | tr -d ' \n')
+    case "$got" in
+      *'"decision":"YXBwbHk="'*) echo apply; return 0 ;;
+      *'"decision":"c3RvcA=="'*) echo stop; return 0 ;;
+    esac
+    sleep 2
+  done
+}
 : > log
 rc=0
 tofu init -input=false -no-color >>log 2>&1 || rc=$?
 if [ "$rc" -eq 0 ]; then
   case "$YZ_RUN" in
-  plan)
-    tofu plan -out=run.tfplan -input=false -no-color -detailed-exitcode >>log 2>&1 || rc=$?
+  plan|apply)
+    tofu plan -out=run.tfplan -input=false -no-color -detailed-exitcode -lock-timeout=300s >>log 2>&1 || rc=$?
     if [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]; then
       rc=0
       tofu show -json run.tfplan >plan.json 2>>log || rc=$?
       tofu show -no-color run.tfplan >plan.txt 2>>log || rc=$?
     fi
+    if [ "$rc" -eq 0 ] && [ "$YZ_RUN" = apply ]; then
+      report plan.json || exit 3
+      decision=$(decide) || exit 3
+      if [ "$decision" = apply ]; then
+        tofu apply -input=false -no-color -lock-timeout=300s run.tfplan >>log 2>&1 || rc=$?
+      fi
+      if [ "$rc" -eq 0 ]; then tofu output -json >outputs.json 2>>log || rc=$?; fi
+    fi
     ;;
   destroy)
-    tofu destroy -auto-approve -input=false -no-color >>log 2>&1 || rc=$?
+    tofu destroy -auto-approve -input=false -no-color -lock-timeout=300s >>log 2>&1 || rc=$?
     ;;
   *) echo "unknown run $YZ_RUN" >>log; rc=64 ;;
   esac
 fi
-b64() { base64 < "$1" | tr -d '\n'; }
 printf '%s' "$rc" > exit-code
-tail -c 65536 log > log.tail
-{
-  printf '{"binaryData":{"exit-code":"%s","log":"%s"' "$(b64 exit-code)" "$(b64 log.tail)"
-  for f in plan.json plan.txt; do
-    if [ -f "$f" ]; then printf ',"%s":"%s"' "$f" "$(b64 "$f")"; fi
-  done
-  printf '}}'
-} > patch.json
-sa="${YZ_SA_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}"
-api="${YZ_API:-https://kubernetes.default.svc}"
-curl -sS --fail --cacert "$sa/ca.crt" -H "Authorization: Bearer $(cat "$sa/token")" \
-  -H 'Content-Type: application/merge-patch+json' -X PATCH --data-binary @patch.json \
-  "$api/api/v1/namespaces/$(cat "$sa/namespace")/configmaps/$YZ_RESULT" >/dev/null || exit 3
+tail -c 65536 log > log.tail && mv log.tail log
+report plan.json plan.txt outputs.json log exit-code || exit 3
 exit "$rc"
 "#;
 
@@ -430,19 +471,20 @@ pub fn build_run(
             immutable: Some(true),
             ..ConfigMap::default()
         },
-        result: ConfigMap {
+        result: Secret {
             metadata: meta(result_name),
-            ..ConfigMap::default()
+            type_: Some("Opaque".to_owned()),
+            ..Secret::default()
         },
     })
 }
 
-/// `cm` owned by the created `job` (same namespace), when the request can't own it.
-pub fn owned_by_job(cm: &mut ConfigMap, job: &Job) {
-    if cm.metadata.owner_references.is_some() {
+/// `object` owned by the created `job` (same namespace), when the request can't own it.
+pub fn owned_by_job(object: &mut ObjectMeta, job: &Job) {
+    if object.owner_references.is_some() {
         return;
     }
-    cm.metadata.owner_references = job.controller_owner_ref(&()).map(|o| vec![o]);
+    object.owner_references = job.controller_owner_ref(&()).map(|o| vec![o]);
 }
 
 /// What a finished run reported.
@@ -450,12 +492,19 @@ pub fn owned_by_job(cm: &mut ConfigMap, job: &Job) {
 pub struct RunReport {
     pub exit_code: i32,
     pub log: String,
+    /// `plan.json`, `plan.txt`, `outputs.json`, as far as the run made them.
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// The report in a result ConfigMap, once the pod has written `exit-code`.
-pub fn read_report(cm: &ConfigMap) -> Option<RunReport> {
-    let data = cm.binary_data.as_ref()?;
+impl RunReport {
+    fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+}
+
+/// The report in a result Secret, once the pod has written `exit-code`.
+pub fn read_report(result: &Secret) -> Option<RunReport> {
+    let data = result.data.as_ref()?;
     let text = |key: &str| {
         data.get(key)
             .map(|ByteString(b)| String::from_utf8_lossy(b).into_owned())
@@ -466,17 +515,126 @@ pub fn read_report(cm: &ConfigMap) -> Option<RunReport> {
         log: text("log").unwrap_or_default(),
         files: data
             .iter()
-            .filter(|(k, _)| *k != "exit-code" && *k != "log")
+            .filter(|(k, _)| !matches!(k.as_str(), "exit-code" | "log" | DECISION_KEY))
             .map(|(k, ByteString(v))| (k.clone(), v.clone()))
             .collect(),
     })
 }
 
-/// The `job` executor. `apply` is not built: it fails with a message saying so.
+/// Key of the operator's answer to an apply run's plan, in the result Secret.
+pub const DECISION_KEY: &str = "decision";
+
+/// What the operator tells an apply run, having seen its fresh plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The fresh plan has the approved hash: apply it.
+    Apply,
+    /// The fresh plan changes nothing: the approved plan is in effect already.
+    InEffect,
+    /// The fresh plan is something else: apply nothing.
+    Refuse(PlanOutcome),
+}
+
+/// The decision for an apply run whose fresh plan is `fresh`, when `approved` was approved.
+pub fn decide(fresh: PlanOutcome, approved: &str) -> Decision {
+    if fresh.hash == approved {
+        Decision::Apply
+    } else if fresh.is_empty() {
+        Decision::InEffect
+    } else {
+        Decision::Refuse(fresh)
+    }
+}
+
+/// The `job` executor.
 #[derive(Clone)]
 pub struct JobExecutor {
     client: Client,
     config: JobConfig,
+}
+
+/// A started run.
+struct Run {
+    name: String,
+    namespace: String,
+    jobs: Api<Job>,
+    results: Api<Secret>,
+    deadline: tokio::time::Instant,
+    waited: Duration,
+    poll_interval: Duration,
+}
+
+impl Run {
+    fn result_name(&self) -> String {
+        format!("{}-result", self.name)
+    }
+
+    /// The result Secret as it is now. An error once the Job failed without reporting or the
+    /// deadline passed.
+    async fn observe(&self) -> Result<Secret, ExecError> {
+        let (namespace, name) = (&self.namespace, &self.name);
+        let result = self
+            .results
+            .get_opt(&self.result_name())
+            .await
+            .ok()
+            .flatten();
+        if let Some(result) = result.as_ref().filter(|r| read_report(r).is_some()) {
+            return Ok(result.clone());
+        }
+        if let Ok(Some(job)) = self.jobs.get_opt(name).await
+            && let Some(failed) = job
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+        {
+            return Err(ExecError(format!(
+                "the OpenTofu Job {namespace}/{name} failed without reporting ({}: {}); see \
+                 `kubectl -n {namespace} logs job/{name}`. Check the image has sh, curl and \
+                 base64, and that its service account may get and patch secrets in {namespace}",
+                failed.reason.unwrap_or_default(),
+                failed.message.unwrap_or_default()
+            )));
+        }
+        if tokio::time::Instant::now() >= self.deadline {
+            return Err(ExecError(format!(
+                "the OpenTofu Job {namespace}/{name} reported no result within {}s; check that \
+                 its pod was scheduled and its image pulled (`kubectl -n {namespace} describe \
+                 job/{name}`)",
+                self.waited.as_secs()
+            )));
+        }
+        Ok(result.unwrap_or_default())
+    }
+
+    async fn wait(&self) -> Result<RunReport, ExecError> {
+        loop {
+            if let Some(report) = read_report(&self.observe().await?) {
+                return Ok(report);
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    async fn tell(&self, decision: &str) -> Result<(), ExecError> {
+        let patch = serde_json::json!({ "stringData": { DECISION_KEY: decision } });
+        self.results
+            .patch(
+                &self.result_name(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| {
+                ExecError(format!(
+                    "answering the OpenTofu Job {}/{}: {e}",
+                    self.namespace, self.name
+                ))
+            })?;
+        Ok(())
+    }
 }
 
 impl JobExecutor {
@@ -484,14 +642,14 @@ impl JobExecutor {
         JobExecutor { client, config }
     }
 
-    /// Creates the run's objects and waits for its report (or the Job's failure, or the
-    /// timeout plus a minute for scheduling and image pulls).
-    async fn run(
+    /// Creates the run's objects: the Job first (so the others can be owned by it when the
+    /// request can't own them); its pod waits for the workspace volume.
+    async fn start(
         &self,
         ctx: &RunContext,
         kind: RunKind,
         workspace: &RenderedWorkspace,
-    ) -> Result<RunReport, ExecError> {
+    ) -> Result<Run, ExecError> {
         let config = JobConfig {
             timeout: ctx.timeout.unwrap_or(self.config.timeout),
             ..self.config.clone()
@@ -507,71 +665,41 @@ impl JobExecutor {
         let mut objects = build_run(&config, ctx, kind, workspace, &name)?;
         let namespace = run_namespace(&config, ctx);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
+        let results: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
         let api_error = |what: &str, e: kube::Error| {
             ExecError(format!(
                 "creating the {what} of run {namespace}/{name}: {e}; the operator needs create on \
-                 jobs and configmaps in {namespace}"
+                 jobs, configmaps and secrets in {namespace}"
             ))
         };
         let pp = PostParams::default();
-        // The Job first when the ConfigMaps must be owned by it; its pod waits for the
-        // workspace volume, and reports only after both exist.
         let job = jobs
             .create(&pp, &objects.job)
             .await
             .map_err(|e| api_error("Job", e))?;
-        owned_by_job(&mut objects.result, &job);
-        owned_by_job(&mut objects.workspace, &job);
-        config_maps
+        owned_by_job(&mut objects.result.metadata, &job);
+        owned_by_job(&mut objects.workspace.metadata, &job);
+        results
             .create(&pp, &objects.result)
             .await
-            .map_err(|e| api_error("result ConfigMap", e))?;
+            .map_err(|e| api_error("result Secret", e))?;
         config_maps
             .create(&pp, &objects.workspace)
             .await
             .map_err(|e| api_error("workspace ConfigMap", e))?;
         info!(run = %format!("{namespace}/{name}"), kind = kind.as_str(), "started an OpenTofu Job");
-
-        let deadline = tokio::time::Instant::now() + config.timeout + Duration::from_secs(60);
-        let result_name = format!("{name}-result");
-        loop {
-            if let Some(report) = config_maps
-                .get_opt(&result_name)
-                .await
-                .ok()
-                .flatten()
-                .as_ref()
-                .and_then(read_report)
-            {
-                return Ok(report);
-            }
-            if let Ok(Some(job)) = jobs.get_opt(&name).await
-                && let Some(failed) = job
-                    .status
-                    .and_then(|s| s.conditions)
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c.type_ == "Failed" && c.status == "True")
-            {
-                return Err(ExecError(format!(
-                    "the OpenTofu Job {namespace}/{name} failed without reporting ({}: {}); see \
-                     `kubectl -n {namespace} logs job/{name}`. Check the image has sh, curl and \
-                     base64, and that its service account may patch configmaps in {namespace}",
-                    failed.reason.unwrap_or_default(),
-                    failed.message.unwrap_or_default()
-                )));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ExecError(format!(
-                    "the OpenTofu Job {namespace}/{name} reported no result within {}s; check \
-                     that its pod was scheduled and its image pulled (`kubectl -n {namespace} \
-                     describe job/{name}`)",
-                    config.timeout.as_secs() + 60
-                )));
-            }
-            tokio::time::sleep(config.poll_interval).await;
-        }
+        // Scheduling and pulling the image come before the Job's own deadline.
+        let waited = config.timeout + Duration::from_secs(60);
+        Ok(Run {
+            name,
+            namespace,
+            jobs,
+            results,
+            deadline: tokio::time::Instant::now() + waited,
+            waited,
+            poll_interval: config.poll_interval,
+        })
     }
 
     fn failed(ctx: &RunContext, kind: RunKind, report: &RunReport) -> ExecError {
@@ -588,23 +716,90 @@ impl JobExecutor {
         ctx: &RunContext,
         workspace: &RenderedWorkspace,
     ) -> Result<PlanOutcome, ExecError> {
-        let report = self.run(ctx, RunKind::Plan, workspace).await?;
+        let report = self
+            .start(ctx, RunKind::Plan, workspace)
+            .await?
+            .wait()
+            .await?;
         if report.exit_code != 0 {
             return Err(Self::failed(ctx, RunKind::Plan, &report));
         }
-        let json: Value = report
-            .files
-            .get("plan.json")
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .ok_or_else(|| ExecError("the plan Job reported no valid plan.json".to_owned()))?;
-        let mut outcome = summarize_plan(&workspace.hash, &json)?;
+        let mut outcome = plan_outcome(workspace, report.file("plan.json"))?;
         outcome.readable = report
-            .files
-            .get("plan.txt")
+            .file("plan.txt")
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
         Ok(outcome)
     }
+
+    async fn apply_run(
+        &self,
+        ctx: &RunContext,
+        workspace: &RenderedWorkspace,
+        plan_hash: &str,
+    ) -> Result<ApplyOutcome, ExecError> {
+        let run = self.start(ctx, RunKind::Apply, workspace).await?;
+        let mut decision = None;
+        let report = loop {
+            let result = run.observe().await?;
+            if let Some(report) = read_report(&result) {
+                break report;
+            }
+            let planned = result
+                .data
+                .as_ref()
+                .and_then(|d| d.get("plan.json"))
+                .map(|ByteString(b)| b.as_slice());
+            if decision.is_none()
+                && let Some(plan) = planned
+            {
+                let decided = decide(plan_outcome(workspace, Some(plan))?, plan_hash);
+                run.tell(if decided == Decision::Apply {
+                    "apply"
+                } else {
+                    "stop"
+                })
+                .await?;
+                decision = Some(decided);
+            }
+            tokio::time::sleep(run.poll_interval).await;
+        };
+        if report.exit_code != 0 {
+            return Err(Self::failed(ctx, RunKind::Apply, &report));
+        }
+        match decision {
+            None => Err(ExecError(format!(
+                "the OpenTofu Job {}/{} finished without showing its plan; nothing was applied",
+                run.namespace, run.name
+            ))),
+            Some(Decision::Refuse(fresh)) => Err(ExecError(format!(
+                "plan {plan_hash} can no longer be applied: the infrastructure and its state \
+                 changed since it was made ({} to add, {} to change, {} to destroy now). Nothing \
+                 was applied. Make a new plan and have it approved again.",
+                fresh.add, fresh.change, fresh.destroy
+            ))),
+            Some(Decision::Apply | Decision::InEffect) => {
+                let outputs: Value = report
+                    .file("outputs.json")
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .ok_or_else(|| {
+                        ExecError("the apply Job reported no valid outputs.json".to_owned())
+                    })?;
+                Ok(split_outputs(&outputs))
+            }
+        }
+    }
+}
+
+/// The plan outcome from a reported `plan.json`.
+fn plan_outcome(
+    workspace: &RenderedWorkspace,
+    plan_json: Option<&[u8]>,
+) -> Result<PlanOutcome, ExecError> {
+    let json: Value = plan_json
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .ok_or_else(|| ExecError("the OpenTofu Job reported no valid plan.json".to_owned()))?;
+    summarize_plan(&workspace.hash, &json)
 }
 
 fn tail(s: &str, max: usize) -> &str {
@@ -625,18 +820,16 @@ impl Executor for JobExecutor {
         Box::pin(async move { this.plan_run(&ctx, &workspace).await })
     }
 
+    /// A Job plans afresh and applies only if that plan has the approved hash (or does
+    /// nothing, and succeeds, if the plan is empty: applied already).
     fn apply(
         &self,
-        _ctx: RunContext,
-        _workspace: RenderedWorkspace,
+        ctx: RunContext,
+        workspace: RenderedWorkspace,
         plan_hash: String,
     ) -> BoxFuture<'static, Result<ApplyOutcome, ExecError>> {
-        Box::pin(async move {
-            Err(ExecError(format!(
-                "the job executor cannot apply yet (plan {plan_hash} was not applied); use the \
-                 local executor for this CloudProvider (spec.executor.type: local)"
-            )))
-        })
+        let this = self.clone();
+        Box::pin(async move { this.apply_run(&ctx, &workspace, &plan_hash).await })
     }
 
     fn destroy(
@@ -646,7 +839,8 @@ impl Executor for JobExecutor {
     ) -> BoxFuture<'static, Result<(), ExecError>> {
         let this = self.clone();
         Box::pin(async move {
-            let report = this.run(&ctx, RunKind::Destroy, &workspace).await?;
+            let run = this.start(&ctx, RunKind::Destroy, &workspace).await?;
+            let report = run.wait().await?;
             if report.exit_code != 0 {
                 return Err(Self::failed(&ctx, RunKind::Destroy, &report));
             }
@@ -804,9 +998,9 @@ mod tests {
         assert!(run.job.metadata.owner_references.is_none());
         let mut job = run.job.clone();
         job.metadata.uid = Some("job-uid".to_owned());
-        let mut cm = run.result.clone();
-        owned_by_job(&mut cm, &job);
-        let owners = cm.metadata.owner_references.expect("owned by the Job");
+        let mut result = run.result.clone();
+        owned_by_job(&mut result.metadata, &job);
+        let owners = result.metadata.owner_references.expect("owned by the Job");
         assert_eq!(
             (owners[0].kind.as_str(), owners[0].uid.as_str()),
             ("Job", "job-uid")
@@ -823,15 +1017,30 @@ mod tests {
     }
 
     #[test]
+    fn an_apply_run_applies_only_the_approved_plan() {
+        let plan = |hash: &str, add: u32| PlanOutcome {
+            hash: hash.to_owned(),
+            add,
+            ..PlanOutcome::default()
+        };
+        assert_eq!(decide(plan("sha256:a", 3), "sha256:a"), Decision::Apply);
+        assert_eq!(decide(plan("sha256:b", 0), "sha256:a"), Decision::InEffect);
+        assert_eq!(
+            decide(plan("sha256:c", 1), "sha256:a"),
+            Decision::Refuse(plan("sha256:c", 1))
+        );
+    }
+
+    #[test]
     fn a_report_is_read_once_the_exit_code_is_there() {
-        let mut cm = ConfigMap::default();
-        assert_eq!(read_report(&cm), None);
-        cm.binary_data = Some(BTreeMap::from([
+        let mut result = Secret::default();
+        assert_eq!(read_report(&result), None);
+        result.data = Some(BTreeMap::from([
             ("exit-code".to_owned(), ByteString(b"0".to_vec())),
             ("log".to_owned(), ByteString(b"Initializing".to_vec())),
             ("plan.json".to_owned(), ByteString(b"{}".to_vec())),
         ]));
-        let report = read_report(&cm).expect("report");
+        let report = read_report(&result).expect("report");
         assert_eq!(report.exit_code, 0);
         assert_eq!(report.log, "Initializing");
         assert_eq!(report.files.keys().collect::<Vec<_>>(), ["plan.json"]);
