@@ -88,6 +88,41 @@ impl RunContext {
             credentials: Credentials::default(),
         }
     }
+
+    /// A run for `request` with the provider's timeout (`spec.executor.timeoutSeconds`) and
+    /// credentials (read by the caller from `spec.credentialsSecretRef`).
+    pub fn for_provider(
+        request: RequestRef,
+        provider: &crate::api::cloud_provider::CloudProviderSpec,
+        credentials: Credentials,
+    ) -> Self {
+        RunContext {
+            request,
+            timeout: provider
+                .executor
+                .timeout_seconds
+                .map(|s| Duration::from_secs(u64::from(s))),
+            credentials,
+        }
+    }
+}
+
+/// The executor a `CloudProvider` asks for (`spec.executor.type`): the shared `local`
+/// executor, a `job` executor with the provider's image and service account, or the no-op one.
+pub fn executor_for_provider(
+    executor: &crate::api::cloud_provider::Executor,
+    local: &super::LocalExecutor,
+    client: &kube::Client,
+) -> Result<std::sync::Arc<dyn Executor>, ExecError> {
+    use crate::api::cloud_provider::ExecutorType;
+    Ok(match executor.type_ {
+        ExecutorType::Local => std::sync::Arc::new(local.clone()),
+        ExecutorType::Job => std::sync::Arc::new(super::JobExecutor::new(
+            client.clone(),
+            super::JobConfig::from_spec(executor)?,
+        )),
+        ExecutorType::Noop => std::sync::Arc::new(NoopExecutor),
+    })
 }
 
 /// A provider's credentials. The local executor passes `env` to `tofu` as its environment;
@@ -111,6 +146,31 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// The provider's credentials Secret: referenced by name (job executor) and its data as
+    /// environment variables (local executor). Keys that are not valid variable names and
+    /// values that are not UTF-8 are left out.
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Self {
+        let valid_name = |k: &str| {
+            !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        Credentials {
+            secret: secret
+                .metadata
+                .namespace
+                .clone()
+                .zip(secret.metadata.name.clone()),
+            env: secret
+                .data
+                .iter()
+                .flatten()
+                .filter(|(k, _)| valid_name(k))
+                .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+                .collect(),
+        }
+    }
+
     /// `text` with every credential value (of 4 characters or more) replaced by `***`, for
     /// error messages that quote OpenTofu's output.
     pub fn redact(&self, text: &str) -> String {
@@ -426,6 +486,34 @@ mod tests {
         assert_eq!(outcome.outputs["name"], "web");
         assert_eq!(outcome.secret_outputs["password"], "s3cret");
         assert!(!outcome.outputs.contains_key("password"));
+    }
+
+    #[test]
+    fn credentials_come_from_the_secret_as_environment_variables() {
+        use k8s_openapi::{ByteString, api::core::v1::Secret};
+        let mut secret = Secret::default();
+        secret.metadata.namespace = Some("yunzhang-system".to_owned());
+        secret.metadata.name = Some("gx-openstack-creds".to_owned());
+        secret.data = Some(BTreeMap::from([
+            (
+                "OS_AUTH_URL".to_owned(),
+                ByteString(b"https://keystone".to_vec()),
+            ),
+            ("not-a-name".to_owned(), ByteString(b"x".to_vec())),
+            ("BINARY".to_owned(), ByteString(vec![0xff, 0xfe])),
+        ]));
+        let credentials = Credentials::from_secret(&secret);
+        assert_eq!(
+            credentials.secret,
+            Some((
+                "yunzhang-system".to_owned(),
+                "gx-openstack-creds".to_owned()
+            ))
+        );
+        assert_eq!(
+            credentials.env,
+            BTreeMap::from([("OS_AUTH_URL".to_owned(), "https://keystone".to_owned())])
+        );
     }
 
     #[test]

@@ -120,6 +120,49 @@ impl LocalConfig {
     }
 }
 
+/// Command-line options of the local executor, for `yunzhang run` to flatten
+/// (`#[command(flatten)] pub tofu: LocalExecutorArgs`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalExecutorArgs {
+    /// The `tofu` binary of the local executor.
+    #[arg(long = "tofu", env = "YZ_TOFU", default_value = "tofu")]
+    pub tofu: PathBuf,
+    /// Root of the local executor's per-request working directories (default:
+    /// `<temp>/yunzhang-tofu`). Saved plans live here; keep it on a volume that survives
+    /// restarts, or approvals of plans made before a restart need the plan to be re-made
+    /// identically.
+    #[arg(long = "tofu-work-dir", env = "YZ_TOFU_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Directory linked as `modules/` next to each workspace's `main.tf`, so `./modules/<type>`
+    /// sources resolve (e.g. `examples/modules`).
+    #[arg(long = "tofu-modules-dir", env = "YZ_TOFU_MODULES_DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// OpenTofu runs at once (local executor).
+    #[arg(long = "tofu-workers", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// Time limit of one run when the CloudProvider sets none, in seconds.
+    #[arg(long = "tofu-timeout-seconds", default_value_t = 900)]
+    pub timeout_seconds: u64,
+    /// OpenTofu CLI configuration, e.g. a provider mirror (default: an empty file).
+    #[arg(long = "tofu-cli-config", env = "YZ_TOFU_CLI_CONFIG")]
+    pub cli_config: Option<PathBuf>,
+}
+
+impl LocalExecutorArgs {
+    /// The configuration these options give, with [`KubeAccess::detect`].
+    pub fn config(&self) -> LocalConfig {
+        let mut config = LocalConfig::new(&self.tofu);
+        if let Some(dir) = &self.work_dir {
+            config.work_dir = dir.clone();
+        }
+        config.modules_dir = self.modules_dir.clone();
+        config.workers = usize::from(self.workers);
+        config.timeout = Duration::from_secs(self.timeout_seconds);
+        config.cli_config = self.cli_config.clone();
+        config
+    }
+}
+
 /// Largest `show -json` / `output -json` read; a larger one fails the run rather than being
 /// cut (a cut JSON can't be hashed).
 const JSON_CAP: usize = 64 * 1024 * 1024;
@@ -786,6 +829,34 @@ mod tests {
         ] {
             assert!(hash_hex(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn command_line_options_give_the_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tofu: LocalExecutorArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "yunzhang",
+            "--tofu",
+            "/opt/tofu/bin/tofu",
+            "--tofu-workers",
+            "4",
+            "--tofu-modules-dir",
+            "examples/modules",
+            "--tofu-work-dir",
+            "/var/lib/yunzhang/tofu",
+        ])
+        .expect("parses");
+        let config = cli.tofu.config();
+        assert_eq!(config.tofu, PathBuf::from("/opt/tofu/bin/tofu"));
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.modules_dir, Some(PathBuf::from("examples/modules")));
+        assert_eq!(config.work_dir, PathBuf::from("/var/lib/yunzhang/tofu"));
+        assert_eq!(config.timeout, Duration::from_secs(900));
     }
 
     #[test]

@@ -33,11 +33,11 @@ pub mod render;
 
 pub use executor::{
     ApplyOutcome, Credentials, ExecError, Executor, NoopExecutor, PlanOutcome, PlannedChange,
-    RunContext,
+    RunContext, executor_for_provider,
 };
 
 pub use job::{JobConfig, JobExecutor};
-pub use local::{KubeAccess, LocalConfig, LocalExecutor};
+pub use local::{KubeAccess, LocalConfig, LocalExecutor, LocalExecutorArgs};
 pub use render::{
     ProviderConfig, RenderError, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
     render_workspace,
