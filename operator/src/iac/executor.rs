@@ -282,6 +282,16 @@ pub fn summarize_plan(workspace_hash: &str, plan: &Value) -> Result<PlanOutcome,
     Ok(outcome)
 }
 
+/// The last `max` bytes of `s`, at a character boundary: the end of a tool's output, for an
+/// error message.
+pub(crate) fn tail_chars(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 /// `value` with object keys sorted at every level, whatever serde_json's map order is.
 fn canonical(value: &Value) -> Value {
     match value {

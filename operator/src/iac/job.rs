@@ -59,6 +59,7 @@ use super::{
     RenderedWorkspace,
     executor::{
         ApplyOutcome, ExecError, Executor, PlanOutcome, RunContext, split_outputs, summarize_plan,
+        tail_chars,
     },
 };
 use crate::api::ResourceRequest;
@@ -707,7 +708,7 @@ impl JobExecutor {
             "tofu {} failed in a Job (exit {}):\n{}",
             kind.as_str(),
             report.exit_code,
-            ctx.credentials.redact(tail(&report.log, 3000))
+            ctx.credentials.redact(tail_chars(&report.log, 3000))
         ))
     }
 
@@ -800,14 +801,6 @@ fn plan_outcome(
         .and_then(|b| serde_json::from_slice(b).ok())
         .ok_or_else(|| ExecError("the OpenTofu Job reported no valid plan.json".to_owned()))?;
     summarize_plan(&workspace.hash, &json)
-}
-
-fn tail(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 impl Executor for JobExecutor {

@@ -38,6 +38,7 @@ use super::{
     RenderedWorkspace,
     executor::{
         ApplyOutcome, ExecError, Executor, PlanOutcome, RunContext, split_outputs, summarize_plan,
+        tail_chars,
     },
 };
 
@@ -719,15 +720,6 @@ async fn read_tail(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, 
         cut = true;
     }
     (kept, cut)
-}
-
-/// The last `max` bytes of `s`, at a character boundary.
-fn tail_chars(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 /// Sends `signal` to the process group led by our child `pid`.
