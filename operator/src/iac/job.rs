@@ -50,7 +50,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::Value;
 use tracing::info;
@@ -681,14 +681,20 @@ impl JobExecutor {
             .map_err(|e| api_error("Job", e))?;
         owned_by_job(&mut objects.result.metadata, &job);
         owned_by_job(&mut objects.workspace.metadata, &job);
-        results
-            .create(&pp, &objects.result)
-            .await
-            .map_err(|e| api_error("result Secret", e))?;
-        config_maps
-            .create(&pp, &objects.workspace)
-            .await
-            .map_err(|e| api_error("workspace ConfigMap", e))?;
+        let created = match results.create(&pp, &objects.result).await {
+            Ok(_) => config_maps
+                .create(&pp, &objects.workspace)
+                .await
+                .map(drop)
+                .map_err(|e| api_error("workspace ConfigMap", e)),
+            Err(e) => Err(api_error("result Secret", e)),
+        };
+        if let Err(e) = created {
+            // The Job's pod would wait for its volume until the deadline: remove it now (the
+            // garbage collector takes what it owns).
+            let _ = jobs.delete(&name, &DeleteParams::background()).await;
+            return Err(e);
+        }
         info!(run = %format!("{namespace}/{name}"), kind = kind.as_str(), "started an OpenTofu Job");
         // Scheduling and pulling the image come before the Job's own deadline.
         let waited = config.timeout + Duration::from_secs(60);

@@ -441,7 +441,8 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // Not killed when dropped: see `Interrupt` below.
+            .kill_on_drop(false)
             .process_group(0)
             .spawn()
             .map_err(|e| {
@@ -458,6 +459,9 @@ impl Session {
             .stderr
             .take()
             .map(|s| tokio::spawn(read_tail(s, config.output_cap)));
+        // If this future is dropped mid-run (the caller gave up), tofu gets SIGINT rather than
+        // SIGKILL: it stops at a safe point and releases the state lock; tokio reaps it.
+        let mut interrupt_on_drop = Interrupt(child.id());
         let waited = tokio::time::timeout_at(self.deadline, child.wait()).await;
         let status = match waited {
             Ok(status) => Some(status.map_err(|e| ExecError(format!("waiting for tofu: {e}")))?),
@@ -478,6 +482,7 @@ impl Session {
                 None
             }
         };
+        interrupt_on_drop.0 = None;
         // A process left over from the group may still hold the pipes: don't wait for it.
         let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
             match h {
@@ -722,11 +727,22 @@ async fn read_tail(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, 
     (kept, cut)
 }
 
+/// Interrupts the process group of a running `tofu` when dropped, unless disarmed (`.0 = None`).
+struct Interrupt(Option<u32>);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal_group(pid, libc::SIGINT);
+        }
+    }
+}
+
 /// Sends `signal` to the process group led by our child `pid`.
 fn signal_group(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) has no memory effects. The group is the one our child leads
-        // (`process_group(0)`); we still hold its `Child`, so its id has not been reused.
+        // (`process_group(0)`); it has not been waited for yet, so its id has not been reused.
         unsafe {
             libc::kill(-pid, signal);
         }
@@ -806,6 +822,55 @@ mod tests {
             stat.as_deref().map_or(true, |s| s.contains(") Z ")),
             "the background sleep still runs: {stat:?}"
         );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A run whose future is dropped (the caller gave up) interrupts tofu, as Ctrl-C would,
+    /// so it can release the state lock, instead of killing it.
+    #[tokio::test]
+    async fn dropping_a_run_interrupts_tofu() {
+        let root = std::env::temp_dir().join(format!("yz-local-drop-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        let (started, interrupted) = (root.join("started"), root.join("interrupted"));
+        let fake = root.join("tofu");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\ntrap 'touch {}; exit 130' INT\ntouch {}\nwhile :; do sleep 0.1; done\n",
+                interrupted.display(),
+                started.display()
+            ),
+        )
+        .expect("fake tofu");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut config = LocalConfig::new(&fake);
+        config.work_dir = root.join("work");
+        config.kube = KubeAccess::Unset;
+        let executor = LocalExecutor::new(config).expect("executor");
+        let ctx = RunContext::new(super::super::RequestRef {
+            namespace: "ns".to_owned(),
+            name: "req".to_owned(),
+            uid: "uid".to_owned(),
+        });
+        let ws = RenderedWorkspace {
+            files: [("main.tf".to_owned(), String::new())].into(),
+            hash: "sha256:x".to_owned(),
+        };
+        let run = tokio::spawn(executor.plan(ctx, ws));
+        while !started.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run.abort();
+        let _ = run.await;
+        // A guard against hanging, not a measurement.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while !interrupted.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("tofu was interrupted");
         let _ = std::fs::remove_dir_all(&root);
     }
 
