@@ -190,8 +190,10 @@ pub trait Executor: Send + Sync {
         ctx: RunContext,
         workspace: RenderedWorkspace,
     ) -> BoxFuture<'static, Result<PlanOutcome, ExecError>>;
-    /// Apply the saved plan with `plan_hash`, at most once. Called again with the same hash
-    /// (after a restart) it applies nothing and succeeds if the workspace is in effect.
+    /// Apply the saved plan with `plan_hash`, at most once. `workspace` must be the one that
+    /// was planned (and approved). Called again with the same hash (after a restart) it
+    /// applies nothing and succeeds if the workspace is in effect; a plan that no longer
+    /// matches the state is refused, never applied.
     fn apply(
         &self,
         ctx: RunContext,
