@@ -874,6 +874,58 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// tofu's environment: ours, the backend's access, the credentials; and the credentials'
+    /// values never in the error that quotes tofu's output.
+    #[tokio::test]
+    async fn tofu_gets_its_environment_and_errors_hide_credentials() {
+        let root = std::env::temp_dir().join(format!("yz-local-env-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        let env_file = root.join("env");
+        let fake = root.join("tofu");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nenv > {}\necho \"Error: auth failed for $OS_PASSWORD\" >&2\nexit 1\n",
+                env_file.display()
+            ),
+        )
+        .expect("fake tofu");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut config = LocalConfig::new(&fake);
+        config.work_dir = root.join("work");
+        config.kube = KubeAccess::ConfigPath(PathBuf::from("/etc/yunzhang/kubeconfig"));
+        let executor = LocalExecutor::new(config).expect("executor");
+        let mut ctx = RunContext::new(super::super::RequestRef {
+            namespace: "ns".to_owned(),
+            name: "req".to_owned(),
+            uid: "uid".to_owned(),
+        });
+        ctx.credentials.env = [("OS_PASSWORD".to_owned(), "s3cret-value".to_owned())].into();
+        let ws = RenderedWorkspace {
+            files: [("main.tf".to_owned(), String::new())].into(),
+            hash: "sha256:x".to_owned(),
+        };
+        let err = executor.plan(ctx, ws).await.expect_err("init fails");
+        assert!(err.0.contains("tofu init failed (exit 1)"), "{err}");
+        assert!(err.0.contains("auth failed for ***"), "{err}");
+        assert!(!err.0.contains("s3cret-value"), "{err}");
+        let env = std::fs::read_to_string(&env_file).expect("env");
+        let cli_config = root.join("work/tofu.rc");
+        for line in [
+            "TF_IN_AUTOMATION=1".to_owned(),
+            "TF_INPUT=0".to_owned(),
+            "KUBE_CONFIG_PATH=/etc/yunzhang/kubeconfig".to_owned(),
+            format!("TF_CLI_CONFIG_FILE={}", cli_config.display()),
+            "OS_PASSWORD=s3cret-value".to_owned(),
+        ] {
+            assert!(env.lines().any(|l| l == line), "{line} not in\n{env}");
+        }
+        assert!(!env.contains("KUBE_IN_CLUSTER_CONFIG"), "{env}");
+        assert_eq!(std::fs::read_to_string(cli_config).expect("cli config"), "");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn plan_hashes_must_be_sha256_hex_so_they_can_name_files() {
         let good = format!("sha256:{}", "ab".repeat(32));
