@@ -208,7 +208,8 @@ impl LocalExecutor {
     /// The working directory of a request.
     pub fn workspace_dir(&self, ctx: &RunContext) -> PathBuf {
         let r = &ctx.request;
-        // Namespace and name are DNS labels and the uid a UUID: no separators, no `..`.
+        // Namespace and name are DNS labels and the uid a UUID: no separators, no `..` (and
+        // `session` refuses anything else).
         self.inner
             .config
             .work_dir
@@ -217,6 +218,16 @@ impl LocalExecutor {
 
     /// Waits for the request's lock, then for a worker; the deadline starts then.
     async fn session(&self, ctx: &RunContext) -> Result<Session, ExecError> {
+        let r = &ctx.request;
+        for part in [&r.namespace, &r.name, &r.uid] {
+            if part.is_empty() || part.contains('/') || part.contains('\0') || part.starts_with('.')
+            {
+                return Err(ExecError(format!(
+                    "request {}/{} (uid {}) can't name a working directory",
+                    r.namespace, r.name, r.uid
+                )));
+            }
+        }
         let dir = self.workspace_dir(ctx);
         let lock = {
             // A poisoned map only means another thread panicked while inserting; the map is
