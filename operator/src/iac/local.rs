@@ -780,6 +780,34 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> ExecError {
 mod tests {
     use super::*;
 
+    /// A fake `tofu`: a shell script with `body`, in a fresh directory (`{root}` in `body` is
+    /// replaced by that directory), and a config using it, a run context and a workspace.
+    fn fake_tofu(name: &str, body: &str) -> (PathBuf, LocalConfig, RunContext, RenderedWorkspace) {
+        let root = std::env::temp_dir().join(format!("yz-local-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        let fake = root.join("tofu");
+        let script = format!(
+            "#!/bin/sh\n{}",
+            body.replace("{root}", &root.to_string_lossy())
+        );
+        std::fs::write(&fake, script).expect("fake tofu");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut config = LocalConfig::new(&fake);
+        config.work_dir = root.join("work");
+        config.kube = KubeAccess::Unset;
+        let ctx = RunContext::new(super::super::RequestRef {
+            namespace: "ns".to_owned(),
+            name: "req".to_owned(),
+            uid: "uid".to_owned(),
+        });
+        let ws = RenderedWorkspace {
+            files: [("main.tf".to_owned(), String::new())].into(),
+            hash: "sha256:x".to_owned(),
+        };
+        (root, config, ctx, ws)
+    }
+
     #[tokio::test]
     async fn output_keeps_the_tail_within_the_cap() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -793,36 +821,15 @@ mod tests {
     /// A run past its time limit is stopped, with the processes it started, and says so.
     #[tokio::test]
     async fn a_run_past_its_deadline_is_stopped() {
-        let root = std::env::temp_dir().join(format!("yz-local-timeout-{}", std::process::id()));
-        std::fs::create_dir_all(&root).expect("temp dir");
         // A "tofu" that ignores SIGINT and starts a grandchild holding stderr.
-        let fake = root.join("tofu");
+        let (root, mut config, mut ctx, ws) = fake_tofu(
+            "timeout",
+            "trap '' INT\necho started >&2\nsleep 60 &\necho $! > {root}/pids\nsleep 60\n",
+        );
         let pids = root.join("pids");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\ntrap '' INT\necho started >&2\nsleep 60 &\necho $! > {}\nsleep 60\n",
-                pids.display()
-            ),
-        )
-        .expect("fake tofu");
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let mut config = LocalConfig::new(&fake);
-        config.work_dir = root.join("work");
-        config.kube = KubeAccess::Unset;
         config.kill_grace = Duration::from_millis(200);
         let executor = LocalExecutor::new(config).expect("executor");
-        let mut ctx = RunContext::new(super::super::RequestRef {
-            namespace: "ns".to_owned(),
-            name: "req".to_owned(),
-            uid: "uid".to_owned(),
-        });
         ctx.timeout = Some(Duration::from_millis(500));
-        let ws = RenderedWorkspace {
-            files: [("main.tf".to_owned(), String::new())].into(),
-            hash: "sha256:x".to_owned(),
-        };
         let err = executor.plan(ctx, ws).await.expect_err("times out");
         assert!(err.0.contains("time limit"), "{err}");
         assert!(err.0.contains("timeoutSeconds"), "{err}");
@@ -840,34 +847,13 @@ mod tests {
     /// so it can release the state lock, instead of killing it.
     #[tokio::test]
     async fn dropping_a_run_interrupts_tofu() {
-        let root = std::env::temp_dir().join(format!("yz-local-drop-{}", std::process::id()));
-        std::fs::create_dir_all(&root).expect("temp dir");
+        let (root, config, ctx, ws) = fake_tofu(
+            "drop",
+            "trap 'touch {root}/interrupted; exit 130' INT\ntouch {root}/started\n\
+             while :; do sleep 0.1; done\n",
+        );
         let (started, interrupted) = (root.join("started"), root.join("interrupted"));
-        let fake = root.join("tofu");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\ntrap 'touch {}; exit 130' INT\ntouch {}\nwhile :; do sleep 0.1; done\n",
-                interrupted.display(),
-                started.display()
-            ),
-        )
-        .expect("fake tofu");
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let mut config = LocalConfig::new(&fake);
-        config.work_dir = root.join("work");
-        config.kube = KubeAccess::Unset;
         let executor = LocalExecutor::new(config).expect("executor");
-        let ctx = RunContext::new(super::super::RequestRef {
-            namespace: "ns".to_owned(),
-            name: "req".to_owned(),
-            uid: "uid".to_owned(),
-        });
-        let ws = RenderedWorkspace {
-            files: [("main.tf".to_owned(), String::new())].into(),
-            hash: "sha256:x".to_owned(),
-        };
         let run = tokio::spawn(executor.plan(ctx, ws));
         while !started.exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -889,34 +875,14 @@ mod tests {
     /// values never in the error that quotes tofu's output.
     #[tokio::test]
     async fn tofu_gets_its_environment_and_errors_hide_credentials() {
-        let root = std::env::temp_dir().join(format!("yz-local-env-{}", std::process::id()));
-        std::fs::create_dir_all(&root).expect("temp dir");
+        let (root, mut config, mut ctx, ws) = fake_tofu(
+            "env",
+            "env > {root}/env\necho \"Error: auth failed for $OS_PASSWORD\" >&2\nexit 1\n",
+        );
         let env_file = root.join("env");
-        let fake = root.join("tofu");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\nenv > {}\necho \"Error: auth failed for $OS_PASSWORD\" >&2\nexit 1\n",
-                env_file.display()
-            ),
-        )
-        .expect("fake tofu");
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let mut config = LocalConfig::new(&fake);
-        config.work_dir = root.join("work");
         config.kube = KubeAccess::ConfigPath(PathBuf::from("/etc/yunzhang/kubeconfig"));
         let executor = LocalExecutor::new(config).expect("executor");
-        let mut ctx = RunContext::new(super::super::RequestRef {
-            namespace: "ns".to_owned(),
-            name: "req".to_owned(),
-            uid: "uid".to_owned(),
-        });
         ctx.credentials.env = [("OS_PASSWORD".to_owned(), "s3cret-value".to_owned())].into();
-        let ws = RenderedWorkspace {
-            files: [("main.tf".to_owned(), String::new())].into(),
-            hash: "sha256:x".to_owned(),
-        };
         let err = executor.plan(ctx, ws).await.expect_err("init fails");
         assert!(err.0.contains("tofu init failed (exit 1)"), "{err}");
         assert!(err.0.contains("auth failed for ***"), "{err}");
