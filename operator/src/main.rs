@@ -23,7 +23,7 @@ enum Command {
         check: bool,
     },
     /// Run the operator.
-    Run(yunzhang::run::RunArgs),
+    Run(Box<yunzhang::run::RunArgs>),
     /// The kubectl plugin verbs (also `kubectl yunzhang VERB` when installed as kubectl-yunzhang).
     #[command(flatten)]
     Plugin(plugin::PluginCommand),
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
                 yunzhang::cli::crd::write(&out_dirs)
             }
         }
-        Command::Run(args) => yunzhang::run::main(args),
+        Command::Run(args) => yunzhang::run::main(*args),
         Command::Plugin(command) => std::process::exit(plugin::main(command)),
     }
 }

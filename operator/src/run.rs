@@ -27,6 +27,7 @@ use crate::{
         Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
         wiring::tenancy_controllers,
     },
+    iac::{LocalExecutor, LocalExecutorArgs},
     leader::{self, LeaseTiming},
     metrics::Metrics,
     notify::Notifier,
@@ -59,6 +60,9 @@ pub struct RunArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    /// How the `local` executor runs OpenTofu.
+    #[command(flatten)]
+    pub tofu: LocalExecutorArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -179,6 +183,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (trigger, triggers) = futures::channel::mpsc::unbounded();
         let tenancy = Arc::new(Tenancy::new(ctx_controllers.stores(), trigger));
         let notifier = notifier(&client, &args, &metrics).await;
+        let local = LocalExecutor::new(args.tofu.config())
+            .map_err(|e| anyhow::anyhow!("the local OpenTofu executor: {e}"))?;
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(
@@ -190,7 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             metrics: metrics.clone(),
             tenancy: tenancy.clone(),
-            lifecycle: Arc::new(Lifecycle::new(args.lease_namespace.clone())),
+            lifecycle: Arc::new(Lifecycle::new(args.lease_namespace.clone(), local)),
             notifier,
         });
         let stop = || signalled(shutdown_rx.clone());

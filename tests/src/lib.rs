@@ -223,6 +223,19 @@ pub fn webhook_port() -> u16 {
         .unwrap_or(19443)
 }
 
+/// The pinned `tofu` (`hack/tool tofu`, built from source into the tool cache on first use).
+pub fn tofu_binary() -> &'static Path {
+    static TOFU: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TOFU.get_or_init(|| {
+        let out = Command::new(repo_root().join("hack/tool"))
+            .arg("tofu")
+            .output()
+            .expect("running hack/tool tofu");
+        assert!(out.status.success(), "hack/tool tofu failed");
+        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    })
+}
+
 impl OperatorProcess {
     /// Start an operator. It contends for the chart's Lease (`yunzhang-operator`), the only one its
     /// Role may update, so one operator at a time leads; a cleanly stopped one releases it.
@@ -252,6 +265,14 @@ impl OperatorProcess {
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
+            // The local OpenTofu executor: the pinned tofu, the reference modules, and a work
+            // directory of its own per operator.
+            .env("YZ_TOFU", tofu_binary())
+            .env("YZ_TOFU_MODULES_DIR", repo_root().join("examples/modules"))
+            .env(
+                "YZ_TOFU_WORK_DIR",
+                std::env::temp_dir().join(format!("yunzhang-tofu-{}", unique("op"))),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),

@@ -38,7 +38,7 @@ async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
     apply_value(client, v, "yunzhang-tests").await.map(|_| ())
 }
 
-async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
+async fn fixture(admin: &Client, executor: &str) -> anyhow::Result<Fixture> {
     let dept = unique("lc");
     let f = Fixture {
         member: format!("{dept}-member"),
@@ -52,7 +52,7 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
     let d = &f.dept;
     for v in [
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudProvider", "metadata": {"name": d},
-               "spec": {"displayName": "测试云", "region": "nanning-1", "executor": {"type": "noop"},
+               "spec": {"displayName": "测试云", "region": "nanning-1", "executor": {"type": executor},
                         "modules": {"ecs": {"source": "./modules/ecs"}, "rds": {"source": "./modules/rds"}}}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": d},
                "spec": {"provider": d, "currency": "CNY", "effectiveFrom": "2026-01-01T00:00:00+08:00",
@@ -291,11 +291,20 @@ async fn lifecycle() {
     operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
     // One department per scenario: each checks its quota figures exactly.
-    let (f1, f2) = futures::join!(fixture(&client), fixture(&client));
-    let (f1, f2) = (f1.expect("fixture"), f2.expect("fixture"));
-    let (a, b) = futures::join!(
+    let (f1, f2, f3) = futures::join!(
+        fixture(&client, "noop"),
+        fixture(&client, "noop"),
+        fixture(&client, "local")
+    );
+    let (f1, f2, f3) = (
+        f1.expect("fixture"),
+        f2.expect("fixture"),
+        f3.expect("fixture"),
+    );
+    let (a, b, d) = futures::join!(
         staged_approval_edit_and_delete(&client, &f1),
         change_with_and_without_reapproval_then_retire(&client, &f2),
+        opentofu_state_and_outputs_then_destroy(&client, &f3),
     );
     // The dead endpoint never held anything up (both scenarios reached Active above).
     let c = check_notifications(
@@ -306,10 +315,15 @@ async fn lifecycle() {
     let _ = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
         .delete("yunzhang-notifications", &DeleteParams::default())
         .await;
-    let failures: Vec<String> = [("staged", a), ("change", b), ("notifications", c)]
-        .into_iter()
-        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
-        .collect();
+    let failures: Vec<String> = [
+        ("staged", a),
+        ("change", b),
+        ("notifications", c),
+        ("opentofu", d),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
+    .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -563,6 +577,126 @@ async fn change_with_and_without_reapproval_then_retire(
     ensure!(st.quota.is_none(), "{:?}", st.quota);
     ensure!(!st.billing.is_empty() && st.billing.iter().all(|i| i.to.is_some()));
     let _ = &f.outsider;
+    Ok(())
+}
+
+/// Issue #5 must-show 3, through the operator with the `local` executor and the real tofu: an
+/// approved request leaves its state in a Secret in the cluster and its outputs in status; a
+/// resize shows in the plan summary before it is approved; retired, its state holds no
+/// resources (checked independently with `tofu state list` on the workspace the operator kept
+/// in the plan ConfigMap).
+async fn opentofu_state_and_outputs_then_destroy(
+    client: &Client,
+    f: &Fixture,
+) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let member = client_as(&f.member, &[]).await;
+    apply(&member, &request(f, "tofu", web(1))).await?;
+    let rr = wait_phase(client, ns, "tofu", Phase::Active, |_| true).await?;
+    let uid = rr.metadata.uid.clone().context("uid")?;
+    let st = rr.status.clone().unwrap();
+    ensure!(!st.outputs.is_empty(), "no outputs in status: {st:?}");
+    let plan = st.plan.clone().context("plan")?;
+    ensure!(
+        (plan.add, plan.change, plan.destroy) == (1, 0, 0),
+        "plan {plan:?}"
+    );
+    let state = format!("tfstate-default-{uid}");
+    Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get(&state)
+        .await
+        .with_context(|| format!("state Secret {state}"))?;
+
+    // Must-show 4 of #5: a resize shows in the plan summary before it is approved (two bigger
+    // instances cost more than the auto-approval allows); turned down, nothing changes.
+    requests(&member, ns)
+        .patch(
+            "tofu",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"items": [{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 2, "vcpu": 8, "memoryGiB": 16}]}})),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "tofu", Phase::Changing, |r| {
+        r.status.as_ref().and_then(|s| s.stage.as_ref()).is_some()
+    })
+    .await?;
+    let plan = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.plan.clone())
+        .context("plan")?;
+    ensure!(
+        plan.generation == 2 && plan.change >= 1 && plan.add == 1,
+        "resize plan {plan:?}"
+    );
+    decide(&f.head, &[&f.head_group], &rr, "department", "Rejected").await?;
+    wait_phase(client, ns, "tofu", Phase::Active, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.applied_generation == Some(1))
+    })
+    .await?;
+
+    requests(&member, ns)
+        .patch(
+            "tofu",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecycle": "Retired"}})),
+        )
+        .await?;
+    let rr = wait_phase(client, ns, "tofu", Phase::Exited, |_| true).await?;
+    let st = rr.status.unwrap();
+    ensure!(
+        st.destroy
+            .as_ref()
+            .is_some_and(|d| d.state == RunPhase::Succeeded),
+        "{:?}",
+        st.destroy
+    );
+    ensure!(
+        st.outputs.is_empty(),
+        "outputs after destroy: {:?}",
+        st.outputs
+    );
+
+    // Independent check: the workspace the operator kept, with the cluster's state.
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
+        .get("tofu-plan")
+        .await?;
+    let dir = std::env::temp_dir().join(unique("yz-state-check"));
+    std::fs::create_dir_all(&dir)?;
+    for (name, content) in cm.data.unwrap_or_default() {
+        if name.ends_with(".tf") {
+            std::fs::write(dir.join(name), content)?;
+        }
+    }
+    std::os::unix::fs::symlink(repo_root().join("examples/modules"), dir.join("modules"))?;
+    let tofu = |args: &[&str]| {
+        std::process::Command::new(tofu_binary())
+            .args(args)
+            .current_dir(&dir)
+            .env("KUBE_CONFIG_PATH", &cluster().admin_kubeconfig)
+            .env("TF_IN_AUTOMATION", "1")
+            .output()
+    };
+    let init = tofu(&["init", "-input=false", "-no-color"])?;
+    ensure!(
+        init.status.success(),
+        "tofu init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let list = tofu(&["state", "list", "-no-color"])?;
+    ensure!(
+        list.status.success(),
+        "tofu state list: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let listed = String::from_utf8_lossy(&list.stdout).trim().to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(
+        listed.is_empty(),
+        "resources left in state after exit: {listed}"
+    );
     Ok(())
 }
 

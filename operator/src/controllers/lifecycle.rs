@@ -14,7 +14,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -32,7 +35,6 @@ use crate::{
     api::{
         Approval, CloudProvider, Department, Phase, ResourceRequest, ResourceRequestStatus,
         SubjectKind, annotations,
-        cloud_provider::ExecutorType,
         resource_request::{
             ApprovalRecord, Estimate, MeteredInterval, MeteredItem, PlanFailure, PlanSummary,
             RunPhase, RunRecord, StageStatus,
@@ -41,8 +43,8 @@ use crate::{
     billing::{MonthlyEstimate, estimate_monthly, money::format_signed},
     conditions::{self, condition},
     iac::{
-        ProviderConfig, RenderedWorkspace, StateBackend, WorkspaceInput,
-        executor::{Executor, NoopExecutor},
+        LocalExecutor, ProviderConfig, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
+        executor::{Credentials, Executor, RunContext, executor_for_provider},
         render_workspace,
     },
     lifecycle::{
@@ -69,26 +71,26 @@ pub struct Lifecycle {
     /// One filing allocation at a time in this process (the ConfigMap's resourceVersion guards
     /// against other processes).
     filing: Mutex<()>,
-    noop: Arc<dyn Executor>,
+    /// The `local` executor (its worker pool is shared by every provider that uses it).
+    local: LocalExecutor,
 }
 
 impl Lifecycle {
-    pub fn new(namespace: String) -> Self {
+    pub fn new(namespace: String, local: LocalExecutor) -> Self {
         Lifecycle {
             namespace,
             filing: Mutex::new(()),
-            noop: Arc::new(NoopExecutor),
+            local,
         }
     }
 
-    fn executor(&self, provider: &CloudProvider) -> Result<Arc<dyn Executor>, String> {
-        match provider.spec.executor.type_ {
-            ExecutorType::Noop => Ok(self.noop.clone()),
-            other => Err(format!(
-                "CloudProvider {}: spec.executor.type {other:?} is not available in this operator build; use noop",
-                provider.name_any()
-            )),
-        }
+    fn executor(
+        &self,
+        client: &kube::Client,
+        provider: &CloudProvider,
+    ) -> Result<Arc<dyn Executor>, String> {
+        executor_for_provider(&provider.spec.executor, &self.local, client)
+            .map_err(|e| format!("CloudProvider {}: spec.executor: {e}", provider.name_any()))
     }
 }
 
@@ -198,8 +200,17 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                 st.phase = Some(decision.phase);
                 st.message = Some(decision.message.clone());
                 rv = write_status_at(&ctx, &rr, &st, rv).await?;
-                let result = match workspace_and_executor(&ctx, &rr, &world, &st) {
-                    Ok((ws, executor)) => executor.apply(ws, plan_hash).await.map_err(|e| e.0),
+                // Exactly the workspace that was planned and approved (kept in the plan
+                // ConfigMap): the filing number given since then reaches the tags with the
+                // next change, never by applying something nobody approved.
+                let result = match prepare_run(&ctx, &rr, &world, &st).await {
+                    Ok(run) => {
+                        let workspace = planned_workspace(&ctx, &rr).await.unwrap_or(run.workspace);
+                        run.executor
+                            .apply(run.context, workspace, plan_hash)
+                            .await
+                            .map_err(|e| e.0)
+                    }
                     Err(e) => Err(e),
                 };
                 let finished = Some(rfc3339(Utc::now()));
@@ -243,8 +254,12 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                 st.phase = Some(decision.phase);
                 st.message = Some(decision.message.clone());
                 rv = write_status_at(&ctx, &rr, &st, rv).await?;
-                let result = match workspace_and_executor(&ctx, &rr, &world, &st) {
-                    Ok((ws, executor)) => executor.destroy(ws).await.map_err(|e| e.0),
+                let result = match prepare_run(&ctx, &rr, &world, &st).await {
+                    Ok(run) => run
+                        .executor
+                        .destroy(run.context, run.workspace)
+                        .await
+                        .map_err(|e| e.0),
                     Err(e) => Err(e),
                 };
                 if let Some(run) = st.destroy.as_mut() {
@@ -658,15 +673,22 @@ fn gate_retries(
     (kept, retry_in)
 }
 
-/// The rendered workspace of the request as it is now, and the executor of its provider.
-fn workspace_and_executor(
+/// One run's inputs: the rendered workspace of the request as it is now, the executor of its
+/// provider, and the run's context (timeout, credentials from the provider's Secret).
+struct Run {
+    workspace: RenderedWorkspace,
+    executor: Arc<dyn Executor>,
+    context: RunContext,
+}
+
+async fn prepare_run(
     ctx: &SharedContext,
     rr: &ResourceRequest,
     world: &World,
     st: &ResourceRequestStatus,
-) -> Result<(RenderedWorkspace, Arc<dyn Executor>), String> {
+) -> Result<Run, String> {
     let provider = world.provider.clone()?;
-    let executor = ctx.lifecycle.executor(&provider)?;
+    let executor = ctx.lifecycle.executor(&ctx.client, &provider)?;
     let config = ProviderConfig::from_spec(&provider.name_any(), &provider.spec)
         .map_err(|e| e.to_string())?;
     let state = StateBackend::Kubernetes {
@@ -680,8 +702,34 @@ fn workspace_and_executor(
     };
     let mut input = WorkspaceInput::for_request(rr, &world.department.name_any(), config, state);
     input.filing_number = st.filing_number.clone();
-    let ws = render_workspace(&input).map_err(|e| e.to_string())?;
-    Ok((ws, executor))
+    let workspace = render_workspace(&input).map_err(|e| e.to_string())?;
+    let credentials = match &provider.spec.credentials_secret_ref {
+        Some(r) => {
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &r.namespace)
+                .get(&r.name)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "CloudProvider {}: spec.credentialsSecretRef {}/{} can't be read: {e}",
+                        provider.name_any(),
+                        r.namespace,
+                        r.name
+                    )
+                })?;
+            Credentials::from_secret(&secret)
+        }
+        None => Credentials::default(),
+    };
+    let request = RequestRef {
+        namespace: rr.namespace().unwrap_or_default(),
+        name: rr.name_any(),
+        uid: rr.uid().unwrap_or_default(),
+    };
+    Ok(Run {
+        workspace,
+        executor,
+        context: RunContext::for_provider(request, &provider.spec, credentials),
+    })
 }
 
 /// Plan the current spec: the summary and hash into status, the workspace and readable plan
@@ -694,9 +742,9 @@ async fn plan(
     now: DateTime<Utc>,
 ) {
     let generation = rr.meta().generation.unwrap_or_default();
-    let planned = match workspace_and_executor(ctx, rr, world, st) {
-        Ok((ws, executor)) => match executor.plan(ws.clone()).await {
-            Ok(outcome) => Ok((ws, outcome)),
+    let planned = match prepare_run(ctx, rr, world, st).await {
+        Ok(run) => match run.executor.plan(run.context, run.workspace.clone()).await {
+            Ok(outcome) => Ok((run.workspace, outcome)),
             Err(e) => Err(e.0),
         },
         Err(e) => Err(e),
@@ -772,6 +820,21 @@ async fn save_plan(
         )
         .await?;
     Ok(name)
+}
+
+/// The workspace last planned, as kept in the plan ConfigMap (see [`save_plan`]).
+async fn planned_workspace(ctx: &SharedContext, rr: &ResourceRequest) -> Option<RenderedWorkspace> {
+    let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &rr.namespace()?)
+        .get_opt(&format!("{}-plan", rr.name_any()))
+        .await
+        .ok()??;
+    let data = cm.data?;
+    let hash = data.get("hash")?.clone();
+    let files = data
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".tf"))
+        .collect();
+    Some(RenderedWorkspace { files, hash })
 }
 
 /// The next filing number of the year in `Asia/Shanghai`, recorded in the filing ConfigMap

@@ -22,12 +22,22 @@
 //! User-supplied strings are only ever emitted as HCL string literals, through one function
 //! (`render::literal`), so they can't become HCL syntax or `${…}` / `%{…}` templates.
 //!
-//! [`executor`] runs a rendered workspace: plan, apply a saved plan, destroy. Built so far: the
-//! no-op executor. Not built yet: the `local` and `job` executors and drift detection.
+//! [`executor`] runs a rendered workspace: plan, apply a saved plan, destroy, drift. The
+//! executors: [`executor::NoopExecutor`], [`local::LocalExecutor`] (`tofu` as a child process)
+//! and [`job::JobExecutor`] (a Kubernetes Job per run).
 
 pub mod executor;
+pub mod job;
+pub mod local;
 pub mod render;
 
+pub use executor::{
+    ApplyOutcome, Credentials, ExecError, Executor, NoopExecutor, PlanOutcome, PlannedChange,
+    RunContext, executor_for_provider,
+};
+
+pub use job::{JobConfig, JobExecutor};
+pub use local::{KubeAccess, LocalConfig, LocalExecutor, LocalExecutorArgs};
 pub use render::{
     ProviderConfig, RenderError, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
     render_workspace,
