@@ -60,6 +60,10 @@ pub struct RunArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    /// Compare running resources with the world every this many seconds, instead of each
+    /// CloudProvider's `driftCheckMinutes` (providers with 0 stay off). For development.
+    #[arg(long, env = "YZ_DRIFT_CHECK_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub drift_check_seconds: Option<u64>,
     /// How the `local` executor runs OpenTofu.
     #[command(flatten)]
     pub tofu: LocalExecutorArgs,
@@ -196,7 +200,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ),
             metrics: metrics.clone(),
             tenancy: tenancy.clone(),
-            lifecycle: Arc::new(Lifecycle::new(args.lease_namespace.clone(), local)),
+            lifecycle: Arc::new(Lifecycle::new(
+                args.lease_namespace.clone(),
+                local,
+                args.drift_check_seconds.map(Duration::from_secs),
+            )),
             notifier,
         });
         let stop = || signalled(shutdown_rx.clone());

@@ -287,7 +287,8 @@ fn check_notifications(received: &Received, name: &str, events: &[&str]) -> anyh
 #[tokio::test]
 async fn lifecycle() {
     let received = notifications().await.expect("notifications");
-    let operator = OperatorProcess::start().unwrap();
+    // Drift checks every 2 s instead of the providers' hour, so the test sees one.
+    let operator = OperatorProcess::start_with(&["--drift-check-seconds", "2"]).unwrap();
     operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
     // One department per scenario: each checks its quota figures exactly.
@@ -301,10 +302,11 @@ async fn lifecycle() {
         f2.expect("fixture"),
         f3.expect("fixture"),
     );
-    let (a, b, d) = futures::join!(
+    let (a, b, d, e) = futures::join!(
         staged_approval_edit_and_delete(&client, &f1),
         change_with_and_without_reapproval_then_retire(&client, &f2),
         opentofu_state_and_outputs_then_destroy(&client, &f3),
+        drift_is_detected(&client, &f3),
     );
     // The dead endpoint never held anything up (both scenarios reached Active above).
     let c = check_notifications(
@@ -320,6 +322,7 @@ async fn lifecycle() {
         ("change", b),
         ("notifications", c),
         ("opentofu", d),
+        ("drift", e),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
@@ -660,10 +663,80 @@ async fn opentofu_state_and_outputs_then_destroy(
     );
 
     // Independent check: the workspace the operator kept, with the cluster's state.
+    let listed =
+        tofu_on_kept_workspace(client, ns, "tofu", &["state", "list", "-no-color"]).await?;
+    ensure!(
+        listed.is_empty(),
+        "resources left in state after exit: {listed}"
+    );
+    Ok(())
+}
+
+/// Must-show 5 of #5: state altered outside the operator raises `Drifted` (and an Event).
+async fn drift_is_detected(client: &Client, f: &Fixture) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let member = client_as(&f.member, &[]).await;
+    apply(&member, &request(f, "drifting", web(1))).await?;
+    wait_phase(client, ns, "drifting", Phase::Active, |_| true).await?;
+    let drifted = |r: &ResourceRequest, status: &str| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Drifted" && c.status == status)
+        })
+    };
+    wait_for(&requests(client, ns), "drifting", WAIT, |r| {
+        drifted(r, "False")
+    })
+    .await
+    .context("a first drift check finds nothing")?;
+    let removed = tofu_on_kept_workspace(
+        client,
+        ns,
+        "drifting",
+        &[
+            "state",
+            "rm",
+            "-no-color",
+            "module.web.terraform_data.instance[0]",
+        ],
+    )
+    .await?;
+    ensure!(removed.contains("Removed"), "tofu state rm: {removed}");
+    let rr = wait_for(&requests(client, ns), "drifting", WAIT, |r| {
+        drifted(r, "True")
+    })
+    .await
+    .context("Drifted after the state was altered")?;
+    let message = rr
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Drifted")
+        .map(|c| c.message)
+        .unwrap_or_default();
+    ensure!(message.contains("1 to add"), "Drifted message: {message}");
+    let events = events_of(client, ns, "drifting").await?;
+    ensure!(
+        events.iter().any(|e| e == "Drifted"),
+        "no Drifted event in {events:?}"
+    );
+    Ok(())
+}
+
+/// Run `tofu ARGS` on the workspace the operator kept in the request's plan ConfigMap, with the
+/// state in the cluster (as admin): what a platform engineer would do by hand.
+async fn tofu_on_kept_workspace(
+    client: &Client,
+    ns: &str,
+    request: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
     let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
-        .get("tofu-plan")
+        .get(&format!("{request}-plan"))
         .await?;
-    let dir = std::env::temp_dir().join(unique("yz-state-check"));
+    let dir = std::env::temp_dir().join(unique("yz-kept-workspace"));
     std::fs::create_dir_all(&dir)?;
     for (name, content) in cm.data.unwrap_or_default() {
         if name.ends_with(".tf") {
@@ -685,19 +758,14 @@ async fn opentofu_state_and_outputs_then_destroy(
         "tofu init: {}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let list = tofu(&["state", "list", "-no-color"])?;
-    ensure!(
-        list.status.success(),
-        "tofu state list: {}",
-        String::from_utf8_lossy(&list.stderr)
-    );
-    let listed = String::from_utf8_lossy(&list.stdout).trim().to_owned();
+    let out = tofu(args)?;
     let _ = std::fs::remove_dir_all(&dir);
     ensure!(
-        listed.is_empty(),
-        "resources left in state after exit: {listed}"
+        out.status.success(),
+        "tofu {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Event reasons about a request, oldest first.

@@ -73,14 +73,17 @@ pub struct Lifecycle {
     filing: Mutex<()>,
     /// The `local` executor (its worker pool is shared by every provider that uses it).
     local: LocalExecutor,
+    /// Drift checks every this often instead of each provider's `driftCheckMinutes`.
+    pub drift_interval: Option<Duration>,
 }
 
 impl Lifecycle {
-    pub fn new(namespace: String, local: LocalExecutor) -> Self {
+    pub fn new(namespace: String, local: LocalExecutor, drift_interval: Option<Duration>) -> Self {
         Lifecycle {
             namespace,
             filing: Mutex::new(()),
             local,
+            drift_interval,
         }
     }
 
@@ -205,7 +208,10 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                 // next change, never by applying something nobody approved.
                 let result = match prepare_run(&ctx, &rr, &world, &st).await {
                     Ok(run) => {
-                        let workspace = planned_workspace(&ctx, &rr).await.unwrap_or(run.workspace);
+                        let workspace = planned_workspace(&ctx, &rr)
+                            .await
+                            .filter(|(_, g)| *g == generation)
+                            .map_or(run.workspace, |(ws, _)| ws);
                         run.executor
                             .apply(run.context, workspace, plan_hash)
                             .await
@@ -290,6 +296,11 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         }
     }
 
+    let drift_due = drift_due(&ctx, &world, &old, decision.phase, now);
+    if drift_due.is_some() {
+        check_drift(&ctx, &rr, &world, &mut st, now).await;
+    }
+
     st.phase = Some(decision.phase);
     st.message = Some(match &world.policy_problem {
         Some(p) if decision.phase == Phase::AwaitingApproval => {
@@ -365,6 +376,12 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         apply_finalizer(&api, rr.as_ref(), None).await?;
         ctx.tenancy.forget(&uid).await;
         return Ok(Action::await_change());
+    }
+    if decision.phase == Phase::Active
+        && retry_in.is_none()
+        && let Some(interval) = drift_due.or_else(|| drift_interval(&ctx, &world))
+    {
+        return Ok(Action::requeue(interval));
     }
     Ok(Action::requeue(retry_in.unwrap_or(Duration::from_secs(
         match decision.phase {
@@ -797,6 +814,10 @@ async fn save_plan(
     let mut data: BTreeMap<String, String> = ws.files.clone();
     data.insert("plan.txt".to_owned(), readable.to_owned());
     data.insert("hash".to_owned(), ws.hash.clone());
+    data.insert(
+        "generation".to_owned(),
+        rr.meta().generation.unwrap_or_default().to_string(),
+    );
     let owner = rr.controller_owner_ref(&()).map(|mut o| {
         o.block_owner_deletion = Some(false);
         o
@@ -822,19 +843,134 @@ async fn save_plan(
     Ok(name)
 }
 
+/// How often the provider wants its running resources compared with the world; `None`: never.
+fn drift_interval(ctx: &SharedContext, world: &World) -> Option<Duration> {
+    let minutes = world.provider.as_ref().ok()?.spec.drift_check_minutes;
+    match ctx.lifecycle.drift_interval {
+        Some(every) if minutes > 0 => Some(every),
+        _ => (minutes > 0).then(|| Duration::from_secs(u64::from(minutes) * 60)),
+    }
+}
+
+/// The drift interval, when a steady Active request is due for a check.
+fn drift_due(
+    ctx: &SharedContext,
+    world: &World,
+    old: &ResourceRequestStatus,
+    phase: Phase,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let steady = phase == Phase::Active
+        && old.phase == Some(Phase::Active)
+        && world.input.applied_generation == Some(world.input.spec_generation);
+    let interval = drift_interval(ctx, world).filter(|_| steady)?;
+    let last = old
+        .drift_checked_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let every = chrono::Duration::from_std(interval).unwrap_or_default();
+    last.is_none_or(|t| now - t >= every).then_some(interval)
+}
+
+/// Condition type: the running resources no longer match the applied plan.
+pub const CONDITION_DRIFTED: &str = "Drifted";
+
+/// Re-plan the applied workspace (as planned and kept in the plan ConfigMap) and record whether
+/// the world still matches it: condition `Drifted`, and an Event when that changes.
+async fn check_drift(
+    ctx: &SharedContext,
+    rr: &ResourceRequest,
+    world: &World,
+    st: &mut ResourceRequestStatus,
+    now: DateTime<Utc>,
+) {
+    st.drift_checked_at = Some(rfc3339(now));
+    let generation = rr.meta().generation;
+    let applied = match planned_workspace(ctx, rr).await {
+        Some((ws, g)) if Some(g) == st.applied_generation => ws,
+        // The kept workspace is not the applied one (a change was turned down since).
+        _ => return,
+    };
+    let result = match prepare_run(ctx, rr, world, st).await {
+        Ok(run) => run
+            .executor
+            .drift(run.context, applied)
+            .await
+            .map_err(|e| e.0),
+        Err(e) => Err(e),
+    };
+    let (drifted, reason, message) = match result {
+        Ok(None) => (
+            false,
+            "InSync",
+            "the resources match the applied plan".to_owned(),
+        ),
+        Ok(Some(plan)) => {
+            let addresses: Vec<String> = plan
+                .resources
+                .iter()
+                .map(|r| format!("{} ({})", r.address, r.actions.join("+")))
+                .collect();
+            (
+                true,
+                "Drifted",
+                format!(
+                    "the world no longer matches the applied plan: {} to add, {} to change, {} to destroy ({}); edit the request to have a plan made and approved that brings it back",
+                    plan.add,
+                    plan.change,
+                    plan.destroy,
+                    addresses.join(", ")
+                ),
+            )
+        }
+        Err(e) => {
+            warn!(error = %e, "drift check failed");
+            return;
+        }
+    };
+    let was = st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_DRIFTED && c.status == "True");
+    st.conditions = conditions::merge(
+        st.conditions.clone(),
+        condition(
+            CONDITION_DRIFTED,
+            drifted,
+            reason,
+            &message,
+            generation,
+            Timestamp::now(),
+        ),
+    );
+    if drifted != was {
+        let type_ = if drifted {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish_event(ctx, rr, type_, reason, "DriftCheck", message).await;
+    }
+}
+
 /// The workspace last planned, as kept in the plan ConfigMap (see [`save_plan`]).
-async fn planned_workspace(ctx: &SharedContext, rr: &ResourceRequest) -> Option<RenderedWorkspace> {
+async fn planned_workspace(
+    ctx: &SharedContext,
+    rr: &ResourceRequest,
+) -> Option<(RenderedWorkspace, i64)> {
     let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &rr.namespace()?)
         .get_opt(&format!("{}-plan", rr.name_any()))
         .await
         .ok()??;
     let data = cm.data?;
     let hash = data.get("hash")?.clone();
+    let generation = data.get("generation")?.parse().ok()?;
     let files = data
         .into_iter()
         .filter(|(name, _)| name.ends_with(".tf"))
         .collect();
-    Some(RenderedWorkspace { files, hash })
+    Some((RenderedWorkspace { files, hash }, generation))
 }
 
 /// The next filing number of the year in `Asia/Shanghai`, recorded in the filing ConfigMap
