@@ -448,7 +448,7 @@ async fn replay_one(
                 ("events", _, "POST") => {
                     let e = &t.event;
                     let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+                        "metadata": {"generateName": format!("{name}-"), "namespace": ns},
                         "eventTime": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
                         "type": e["type"], "reason": e["reason"], "action": e["action"], "note": e["note"],
                         "reportingController": e["reportingController"], "reportingInstance": e["reportingInstance"],
