@@ -245,6 +245,12 @@ impl OperatorProcess {
 
     /// Start an operator with extra `yunzhang run` arguments (e.g. a short `--lease-seconds`).
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Start an operator with extra arguments and environment variables (these override the
+    /// harness's own, e.g. `YZ_TOFU_MODULES_DIR`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<Self> {
         let kubeconfig = kubeconfig_for(
             OPERATOR_USER,
             &[
@@ -277,6 +283,7 @@ impl OperatorProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -288,7 +288,7 @@ fn check_notifications(received: &Received, name: &str, events: &[&str]) -> anyh
 async fn lifecycle() {
     let received = notifications().await.expect("notifications");
     // Drift checks every 2 s instead of the providers' hour, so the test sees one.
-    let operator = OperatorProcess::start_with(&["--drift-check-seconds", "2"]).unwrap();
+    let mut operator = OperatorProcess::start_with(&["--drift-check-seconds", "2"]).unwrap();
     operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
     // One department per scenario: each checks its quota figures exactly.
@@ -308,6 +308,8 @@ async fn lifecycle() {
         opentofu_state_and_outputs_then_destroy(&client, &f3),
         drift_is_detected(&client, &f3),
     );
+    // Last, alone (it restarts the operator): a kill during an apply.
+    let g = restart_during_apply(&client, &f3, &mut operator).await;
     // The dead endpoint never held anything up (both scenarios reached Active above).
     let c = check_notifications(
         &received,
@@ -323,6 +325,7 @@ async fn lifecycle() {
         ("notifications", c),
         ("opentofu", d),
         ("drift", e),
+        ("restart during apply", g),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
@@ -669,6 +672,84 @@ async fn opentofu_state_and_outputs_then_destroy(
         listed.is_empty(),
         "resources left in state after exit: {listed}"
     );
+    Ok(())
+}
+
+/// Must-show 6 of #5: the operator is killed (SIGKILL) while OpenTofu applies; restarted, the
+/// request reaches Active and the apply took effect once. The ecs module of this run has a
+/// provisioner that appends a line to a marker file and then sleeps, so the kill lands in the
+/// middle of the apply, and the marker counts how often it ran.
+async fn restart_during_apply(
+    client: &Client,
+    f: &Fixture,
+    operator: &mut OperatorProcess,
+) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let root = std::env::temp_dir().join(unique("yz-slow-modules"));
+    let modules = root.join("modules");
+    let marker = root.join("applied.txt");
+    copy_dir(&repo_root().join("examples/modules"), &modules)?;
+    let mut ecs = std::fs::read_to_string(modules.join("ecs/main.tf"))?;
+    ecs.push_str(&format!(
+        "\nresource \"terraform_data\" \"apply_marker\" {{\n  provisioner \"local-exec\" {{\n    command = \"echo applied >> {} && sleep 4\"\n  }}\n}}\n",
+        marker.display()
+    ));
+    std::fs::write(modules.join("ecs/main.tf"), ecs)?;
+    // One working directory across the restart, as an emptyDir survives a container restart.
+    let work_dir = root.join("work");
+    let env = [
+        ("YZ_TOFU_MODULES_DIR", modules.as_path()),
+        ("YZ_TOFU_WORK_DIR", work_dir.as_path()),
+    ];
+    let args = ["--drift-check-seconds", "2"];
+    operator.terminate()?;
+    *operator = OperatorProcess::start_with_env(&args, &env)?;
+    operator.wait_ready(WAIT).await?;
+
+    let member = client_as(&f.member, &[]).await;
+    apply(&member, &request(f, "restarted", web(1))).await?;
+    wait_for(&requests(client, ns), "restarted", WAIT, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.apply.as_ref())
+            .is_some_and(|a| a.state == RunPhase::Running)
+    })
+    .await
+    .context("the apply starts")?;
+    // Into the provisioner's sleep.
+    for _ in 0..100 {
+        if marker.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(marker.exists(), "the apply never reached the provisioner");
+    operator.kill_hard()?;
+    *operator = OperatorProcess::start_with_env(&args, &env)?;
+    operator.wait_ready(WAIT).await?;
+    let rr = wait_phase(client, ns, "restarted", Phase::Active, |_| true).await?;
+    let applies = std::fs::read_to_string(&marker)?.lines().count();
+    ensure!(applies == 1, "the apply ran {applies} times");
+    let run = rr.status.and_then(|s| s.apply).context("apply record")?;
+    ensure!(
+        run.attempts >= 2 && run.state == RunPhase::Succeeded,
+        "apply record {run:?}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
     Ok(())
 }
 

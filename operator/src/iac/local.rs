@@ -28,11 +28,10 @@ use std::{
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt},
     sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{
     RenderedWorkspace,
@@ -246,6 +245,8 @@ impl LocalExecutor {
         let timeout = ctx.timeout.unwrap_or(self.inner.config.timeout);
         Ok(Session {
             inner: self.inner.clone(),
+            // Read before this session's first command replaces the pid file.
+            dead_run: std::sync::Mutex::new(dead_run(&dir)),
             dir,
             ctx: ctx.clone(),
             deadline: Instant::now() + timeout,
@@ -259,6 +260,8 @@ impl LocalExecutor {
 /// One run: holds the request's lock and a worker until dropped.
 struct Session {
     inner: Arc<Inner>,
+    /// A run of this working directory that died with an earlier operator (see `tofu`).
+    dead_run: std::sync::Mutex<Option<u32>>,
     dir: PathBuf,
     ctx: RunContext,
     deadline: Instant,
@@ -440,18 +443,66 @@ impl Session {
     /// `stdout_cap` bytes of stdout (0: the configured output cap; a JSON read gets
     /// [`JSON_CAP`] and fails if cut) and the last output cap of stderr.
     async fn tofu(&self, args: &[&str], stdout_cap: usize) -> Result<Captured, ExecError> {
+        // A run of this working directory that died with the operator (SIGKILL, a crash) left
+        // its pid behind, and may have left the state locked: once that process is gone, its
+        // lock is stale and is released, and the command is run again, once.
+        let run = self.tofu_once(args, stdout_cap).await?;
+        let locked = run.code != Some(0) && run.stderr.contains("Error acquiring the state lock");
+        let stale = if locked {
+            self.dead_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        } else {
+            None
+        };
+        if let (Some(pid), Some(id)) = (stale, lock_id(&run.stderr)) {
+            warn!(dir = %self.dir.display(), pid, lock = id, "releasing the state lock of a tofu run that died with the operator");
+            let unlock = self.tofu_once(&["force-unlock", "-force", id], 0).await?;
+            self.check("force-unlock", &unlock, &[0])?;
+            return self.tofu_once(args, stdout_cap).await;
+        }
+        Ok(run)
+    }
+}
+
+/// The pid of the last tofu run in working directory `dir`, if it never finished under an
+/// operator's watch and is no longer running.
+fn dead_run(dir: &Path) -> Option<u32> {
+    {
+        let pid: u32 = std::fs::read_to_string(dir.join(PIDFILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let running = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("tofu"));
+        (!running).then_some(pid)
+    }
+}
+
+impl Session {
+    async fn tofu_once(&self, args: &[&str], stdout_cap: usize) -> Result<Captured, ExecError> {
         let config = &self.inner.config;
         let json = stdout_cap != 0;
         let stdout_cap = if json { stdout_cap } else { config.output_cap };
         debug!(dir = %self.dir.display(), ?args, "tofu");
+        // Output goes to files, not pipes: if the operator dies mid-run, tofu doesn't die of a
+        // broken pipe halfway through an apply; it finishes, writes its state and releases
+        // the lock, and the next operator finds the work done (never applied twice).
+        let out_path = self.dir.join(".tofu.stdout");
+        let err_path = self.dir.join(".tofu.stderr");
+        let open =
+            |path: &Path| std::fs::File::create(path).map_err(|e| io_error("creating", path, e));
+        let (out_file, err_file) = (open(&out_path)?, open(&err_path)?);
         let mut child = tokio::process::Command::new(&config.tofu)
             .args(args)
             .current_dir(&self.dir)
             .env_clear()
             .envs(self.env())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(out_file))
+            .stderr(Stdio::from(err_file))
             // Not killed when dropped: see `Interrupt` below.
             .kill_on_drop(false)
             .process_group(0)
@@ -462,14 +513,10 @@ impl Session {
                     config.tofu.display()
                 ))
             })?;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(read_tail(s, stdout_cap)));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(read_tail(s, config.output_cap)));
+        let pidfile = self.dir.join(PIDFILE);
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(&pidfile, pid.to_string());
+        }
         // If this future is dropped mid-run (the caller gave up), tofu gets SIGINT rather than
         // SIGKILL: it stops at a safe point and releases the state lock; tokio reaps it.
         let mut interrupt_on_drop = Interrupt(child.id());
@@ -494,24 +541,9 @@ impl Session {
             }
         };
         interrupt_on_drop.0 = None;
-        // A process left over from the group may still hold the pipes: don't wait for it.
-        let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
-            match h {
-                Some(h) => {
-                    let abort = h.abort_handle();
-                    match tokio::time::timeout(Duration::from_secs(5), h).await {
-                        Ok(read) => read.unwrap_or_default(),
-                        Err(_) => {
-                            abort.abort();
-                            (Vec::new(), false)
-                        }
-                    }
-                }
-                None => (Vec::new(), false),
-            }
-        };
-        let (out, out_cut) = collect(stdout).await;
-        let (err, _) = collect(stderr).await;
+        let _ = std::fs::remove_file(&pidfile);
+        let (out, out_cut) = read_tail(&out_path, stdout_cap);
+        let (err, _) = read_tail(&err_path, config.output_cap);
         let stderr = self.ctx.credentials.redact(&String::from_utf8_lossy(&err));
         let Some(status) = status else {
             return Err(ExecError(format!(
@@ -555,6 +587,18 @@ impl Session {
 }
 
 /// What to check, for the errors we know.
+/// Where a working directory records the pid of its running tofu.
+const PIDFILE: &str = ".tofu.pid";
+
+/// The lock ID in OpenTofu's "Error acquiring the state lock" message.
+fn lock_id(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ID:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+}
+
 fn hint(stderr: &str) -> &'static str {
     let has = |s: &str| stderr.contains(s);
     if has("Error acquiring the state lock") {
@@ -713,27 +757,12 @@ fn hash_hex(hash: &str) -> Result<&str, ExecError> {
 }
 
 /// Reads `reader` to the end, keeping the last `cap` bytes; `true` when some were dropped.
-async fn read_tail(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut cut = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                // Drop from the front only once twice the cap is held: amortized O(n).
-                if kept.len() > cap.saturating_mul(2).max(cap + 1) {
-                    let drop = kept.len() - cap;
-                    kept.drain(..drop);
-                    cut = true;
-                }
-            }
-        }
-    }
-    if kept.len() > cap {
+/// The last `cap` bytes of a run's output file, and whether anything was cut.
+fn read_tail(path: &Path, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = std::fs::read(path).unwrap_or_default();
+    let cut = kept.len() > cap;
+    if cut {
         kept.drain(..kept.len() - cap);
-        cut = true;
     }
     (kept, cut)
 }
@@ -808,14 +837,21 @@ mod tests {
         (root, config, ctx, ws)
     }
 
-    #[tokio::test]
-    async fn output_keeps_the_tail_within_the_cap() {
+    #[test]
+    fn output_keeps_the_tail_within_the_cap() {
+        let dir = std::env::temp_dir().join(format!("yz-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (long, short) = (dir.join("long"), dir.join("short"));
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let (kept, cut) = read_tail(&data[..], 1000).await;
+        std::fs::write(&long, &data).unwrap();
+        std::fs::write(&short, b"short").unwrap();
+        let (kept, cut) = read_tail(&long, 1000);
         assert!(cut);
         assert_eq!(kept, data[data.len() - 1000..]);
-        let (kept, cut) = read_tail(&b"short"[..], 1000).await;
+        let (kept, cut) = read_tail(&short, 1000);
         assert_eq!((kept.as_slice(), cut), (&b"short"[..], false));
+        assert_eq!(read_tail(&dir.join("missing"), 10), (Vec::new(), false));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A run past its time limit is stopped, with the processes it started, and says so.
@@ -943,6 +979,17 @@ mod tests {
         assert_eq!(config.modules_dir, Some(PathBuf::from("examples/modules")));
         assert_eq!(config.work_dir, PathBuf::from("/var/lib/yunzhang/tofu"));
         assert_eq!(config.timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_lock_id_is_read_from_the_lock_error() {
+        let stderr = "Error: Error acquiring the state lock\n\nLock Info:\n  ID:        58a4fa4a-6e37-a9d3-91fe-2585761228af\n  Path:      \n";
+        assert_eq!(
+            lock_id(stderr),
+            Some("58a4fa4a-6e37-a9d3-91fe-2585761228af")
+        );
+        assert_eq!(lock_id("ID: $(rm -rf /)"), None);
+        assert_eq!(lock_id("no lock here"), None);
     }
 
     #[test]
