@@ -22,10 +22,10 @@ use tracing::{error, info};
 
 use crate::{
     admission::{WebhookArgs, run_webhooks},
-    api::{MigrationWorkload, SettlementReport},
+    api::MigrationWorkload,
     controllers::{
-        Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
-        wiring::tenancy_controllers,
+        Context, FIELD_MANAGER, lifecycle::Lifecycle, settlement, status::ready_controller,
+        tenancy::Tenancy, wiring::tenancy_controllers,
     },
     leader::{self, LeaseTiming},
     metrics::Metrics,
@@ -198,7 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
             Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
+            Box::pin(settlement::run(ctx.clone(), stop())),
         ]);
         info!("controllers started");
         tokio::select! {
