@@ -12,7 +12,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
@@ -101,6 +107,8 @@ struct AdminState {
     /// The admission webhooks serve and the API server trusts their certificate.
     webhooks_ready: Arc<AtomicBool>,
     leading: watch::Receiver<bool>,
+    /// For `/reports/settlement/{name}`: reads as the operator after authorizing the caller.
+    client: Client,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -126,6 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
         webhooks_ready: webhooks_ready.clone(),
         leading: leading_rx.clone(),
+        client: client.clone(),
     };
     let webhook_listener = crate::admission::bind(&args.webhook).await?;
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -282,6 +291,25 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// `GET /reports/settlement/{name}`: see [`crate::reports::answer_http`] for who may read what.
+async fn settlement_report(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let query = crate::reports::parse_query(query.as_deref().unwrap_or_default());
+    let answer = crate::reports::answer_http(&s.client, &name, &query, authorization).await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, answer.content_type)],
+        answer.body,
+    )
+}
+
 fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route(
@@ -289,6 +317,7 @@ fn admin_router(state: AdminState) -> Router {
             get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/reports/settlement/{name}", get(settlement_report))
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
