@@ -195,12 +195,12 @@ fn report(name: &str, provider: &str, finalize: bool) -> Value {
            "spec": {"period": {"month": "2026-10"}, "scope": {"providers": [provider]}, "finalize": finalize}})
 }
 
-/// `yunzhang report settlement ARGS` as admin; stdout.
-fn cli(args: &[&str]) -> anyhow::Result<Vec<u8>> {
+/// `yunzhang report settlement ARGS` with `kubeconfig`; stdout.
+fn cli(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(operator_binary())
         .args(["report", "settlement"])
         .args(args)
-        .env("KUBECONFIG", &cluster().admin_kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .output()?;
     ensure!(
         out.status.success(),
@@ -375,15 +375,32 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         Some(expected_checksum.clone())
     );
 
-    // --- Exports from the cluster. ---
-    let csv = cli(&[
-        "--period",
-        "2026-10",
-        "--provider",
-        &f.provider,
-        "--format",
-        "csv",
-    ])?;
+    // --- Exports from the cluster, as finance (the persona's ClusterRole, and its Role in the
+    // operator's namespace for the stored lines), through a client certificate. ---
+    let finance_user = format!("{}-finance", f.provider);
+    let finance_subjects = json!([
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": finance_user},
+        {"kind": "ServiceAccount", "name": "finance", "namespace": f.meter_ns}]);
+    apply(&admin, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{}-finance", f.provider)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-finance-viewer"},
+        "subjects": finance_subjects})).await?;
+    apply(&admin, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{}-finance", f.provider), "namespace": OPERATOR_NAMESPACE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "yunzhang-finance-viewer"},
+        "subjects": finance_subjects})).await?;
+    let finance_kubeconfig = kubeconfig_for(&finance_user, &[]);
+    let csv = cli(
+        &finance_kubeconfig,
+        &[
+            "--period",
+            "2026-10",
+            "--provider",
+            &f.provider,
+            "--format",
+            "csv",
+        ],
+    )?;
     assert!(
         csv.starts_with("\u{feff}".as_bytes()),
         "CSV starts with a BOM"
@@ -406,30 +423,36 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         .collect();
     assert_eq!(amounts, ["34.56", "43.20", "365.81", "8.00", "1.50"]);
 
-    let json_out = as_json(&cli(&[
-        "--period",
-        "2026-10",
-        "--provider",
-        &f.provider,
-        "--format",
-        "json",
-        "--department",
-        &f.dept_b,
-    ])?)?;
+    let json_out = as_json(&cli(
+        &finance_kubeconfig,
+        &[
+            "--period",
+            "2026-10",
+            "--provider",
+            &f.provider,
+            "--format",
+            "json",
+            "--department",
+            &f.dept_b,
+        ],
+    )?)?;
     assert_eq!(json_out["total"], "9.50");
     assert_eq!(json_out["lineCount"], 2);
 
     let xlsx_path = std::env::temp_dir().join(format!("{}.xlsx", f.provider));
-    cli(&[
-        "--period",
-        "2026-10",
-        "--provider",
-        &f.provider,
-        "--format",
-        "xlsx",
-        "--output",
-        xlsx_path.to_str().context("path")?,
-    ])?;
+    cli(
+        &finance_kubeconfig,
+        &[
+            "--period",
+            "2026-10",
+            "--provider",
+            &f.provider,
+            "--format",
+            "xlsx",
+            "--output",
+            xlsx_path.to_str().context("path")?,
+        ],
+    )?;
     {
         use calamine::{Data, Reader, Xlsx, open_workbook};
         let mut book: Xlsx<_> = open_workbook(&xlsx_path)?;
@@ -484,10 +507,6 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     // --- The HTTP endpoint with real tokens. ---
     let finance = token_for(&admin, &f.meter_ns, "finance").await?;
     let member = token_for(&admin, &f.meter_ns, "member").await?;
-    apply(&admin, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": format!("{}-finance", f.provider)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-finance-viewer"},
-        "subjects": [{"kind": "ServiceAccount", "name": "finance", "namespace": f.meter_ns}]})).await?;
     let addr = operator.admin_addr.clone();
     let path = format!("/reports/settlement/{fin}");
     let get = |path: String, token: Option<String>| {
@@ -559,7 +578,10 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         ensure!(std::time::Instant::now() < deadline, "requests not deleted");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let kept = as_json(&cli(&["--report", &fin, "--format", "json"])?)?;
+    let kept = as_json(&cli(
+        &finance_kubeconfig,
+        &["--report", &fin, "--format", "json"],
+    )?)?;
     assert_eq!(kept["total"], "453.07");
     assert_eq!(kept["lineCount"], 5);
     assert_eq!(kept["checksum"], expected_checksum);

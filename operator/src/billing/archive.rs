@@ -83,3 +83,57 @@ pub fn decode(
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::ResourceType;
+    use crate::api::price_book::PriceUnit;
+
+    fn line(n: u32, amount: &str) -> SettlementLine {
+        SettlementLine {
+            department: format!("dept-{}", n % 3),
+            provider: "aliyun-gov".into(),
+            request: format!("ns/request-{n}"),
+            item: "web".into(),
+            sku: "ecs.c2.large".into(),
+            resource_type: ResourceType::Ecs,
+            from: "2026-10-01T00:00:00Z".parse().unwrap(),
+            to: "2026-10-02T12:00:00Z".parse().unwrap(),
+            quantity: rust_decimal::Decimal::from(n % 7),
+            unit_price: "0.8".parse().unwrap(),
+            unit: PriceUnit::Hour,
+            per: None,
+            discount_percent: rust_decimal::Decimal::ZERO,
+            amount: amount.parse().unwrap(),
+        }
+    }
+
+    proptest! {
+        /// Whatever the chunk size, joining the chunks gives the lines back, checksum intact.
+        #[test]
+        fn chunks_round_trip(count in 0u32..200, chunk in 4usize..5_000, cents in 0u64..10_000_000) {
+            let mut lines: Vec<SettlementLine> = (0..count)
+                .map(|n| line(n, &format!("{}.{:02}", cents / 100 + u64::from(n), cents % 100)))
+                .collect();
+            crate::billing::sort_canonically(&mut lines);
+            let sum = checksum(&lines);
+            let chunks = encode(&lines, chunk);
+            prop_assert!(chunks.iter().all(|c| c.len() <= chunk));
+            prop_assert_eq!(decode(&chunks, Some(&sum)).unwrap(), lines);
+        }
+    }
+
+    #[test]
+    fn a_tampered_line_fails_the_checksum() {
+        let lines = vec![line(1, "57.60")];
+        let chunks = encode(&lines, CHUNK_CHARS);
+        let other = checksum(&[line(1, "57.61")]);
+        assert!(matches!(
+            decode(&chunks, Some(&other)),
+            Err(ArchiveError::Checksum { .. })
+        ));
+    }
+}
