@@ -31,6 +31,10 @@
 //! | r4 (B) | web ×3 | 10-31 23:30 → open | 0.5 h × 3 × 1.00 (charged to the period's end) | 1.50 |
 //!
 //! Total 453.07; A 443.57, B 9.50; ecs 87.26, rds 365.81; 5 lines.
+//!
+//! Budget of A in 2026 (the operator's clock decides the year): r1 77.76, r2 365.81 in October
+//! and 1800 × 4/30 × 0.9 = 216.00 in November: spent 659.57. Against 800.00 that is 82.45 %
+//! (the 80 % alert); against 600.00, 109.93 % (the 100 % alert too).
 
 use std::{
     io::{Read, Write},
@@ -101,6 +105,7 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
                                   {"sku": "rds.mysql.4c16g", "unit": "month", "price": "1800.00"}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": f.dept_a},
                "spec": {"displayName": "自治区财政厅", "code": "11450000MB0000001X",
+                        "budget": {"annual": "800.00"},
                         "namespaces": [format!("{}-ns", f.dept_a)],
                         "members": [{"kind": "User", "name": format!("system:serviceaccount:{}:member", f.meter_ns)}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": f.dept_b},
@@ -374,6 +379,63 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         first.status.and_then(|s| s.checksum),
         Some(expected_checksum.clone())
     );
+
+    // --- Budgets: A's spend this year against its annual budget, each alert once. ---
+    let this_year = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).context("offset")?)
+        .format("%Y")
+        .to_string();
+    if this_year == "2026" {
+        let depts: Api<yunzhang::api::Department> = Api::all(admin.clone());
+        let alerted = |want: Vec<u32>| {
+            move |d: &yunzhang::api::Department| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.budget.as_ref())
+                    .is_some_and(|b| b.alerted == want)
+            }
+        };
+        let d = wait_for(&depts, &f.dept_a, WAIT, alerted(vec![80])).await?;
+        let b = d.status.and_then(|s| s.budget).context("budget")?;
+        assert_eq!(
+            (b.year, b.spent.0.as_str(), b.percent.as_str()),
+            (2026, "659.57", "82.45")
+        );
+        depts
+            .patch(
+                &f.dept_a,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"budget": {"annual": "600.00"}}})),
+            )
+            .await?;
+        let d = wait_for(&depts, &f.dept_a, WAIT, alerted(vec![80, 100])).await?;
+        assert_eq!(
+            d.status.and_then(|s| s.budget).map(|b| b.percent),
+            Some("109.93".into())
+        );
+        // Exactly one Event per threshold, whatever the reconciles in between.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone())
+            .list(&ListParams::default())
+            .await?;
+        let mut notes: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("BudgetThreshold"))
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(f.dept_a.as_str())
+            })
+            .filter_map(|e| e.note.clone())
+            .collect();
+        notes.sort();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("reached 100%") && notes[1].contains("reached 80%"),
+            "{notes:?}"
+        );
+    } else {
+        eprintln!("budget checks skipped: the fixture's spend is in 2026, this is {this_year}");
+    }
 
     // --- Exports from the cluster, as finance (the persona's ClusterRole, and its Role in the
     // operator's namespace for the stored lines), through a client certificate. ---

@@ -24,6 +24,7 @@
 //! [`estimate`] the monthly estimate shown before approval.
 
 pub mod archive;
+pub mod budget;
 pub mod calendar;
 pub mod charge;
 mod error;
