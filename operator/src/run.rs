@@ -30,8 +30,8 @@ use crate::{
     admission::{WebhookArgs, run_webhooks},
     api::MigrationWorkload,
     controllers::{
-        Context, FIELD_MANAGER, lifecycle::Lifecycle, settlement, status::ready_controller,
-        tenancy::Tenancy, wiring::tenancy_controllers,
+        Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
+        wiring::tenancy_controllers,
     },
     leader::{self, LeaseTiming},
     metrics::Metrics,
@@ -207,7 +207,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
             Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
-            Box::pin(settlement::run(ctx.clone(), stop())),
         ]);
         info!("controllers started");
         tokio::select! {

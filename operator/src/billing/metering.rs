@@ -15,8 +15,9 @@ use super::calendar::parse_instant;
 use super::{
     BillingConfig, BillingError, Clock, Interval, Period, Prices, Settlement, TimeRange, settle,
 };
+use crate::api::SettlementReport;
 use crate::api::resource_request::MeteredInterval;
-use crate::api::settlement_report::Scope;
+use crate::api::settlement_report::{ReportPhase, Scope};
 use crate::api::{PriceBook, ResourceRequest};
 
 /// The engine's intervals for one request's `status.billing`; `request` is `namespace/name`.
@@ -91,6 +92,31 @@ pub fn settle_requests<'a>(
 pub struct FinalizedCoverage {
     pub period: TimeRange,
     pub scope: Scope,
+}
+
+/// The coverage of the finalized reports among `reports` (others, and any whose period can't
+/// be resolved, cover nothing).
+pub fn coverage_of<'a>(
+    reports: impl IntoIterator<Item = &'a SettlementReport>,
+    config: &BillingConfig,
+) -> Vec<FinalizedCoverage> {
+    reports
+        .into_iter()
+        .filter(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(ReportPhase::Finalized))
+        })
+        .filter_map(|r| {
+            let period = Period::from_spec(&r.spec.period)
+                .and_then(|p| p.bounds(config.zone))
+                .ok()?;
+            Some(FinalizedCoverage {
+                period,
+                scope: r.spec.scope.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Whether every interval is closed and each `[from, to)` lies in the union of the periods of
@@ -215,5 +241,33 @@ mod tests {
         assert!(settled(&[], &[]), "nothing billed, nothing to settle");
         let open = intervals_of("ns/portal", &[metered("2026-10-15T00:00:00Z", None)]).unwrap();
         assert!(!settled(&open, &[month("2026-10", &[])]));
+    }
+
+    #[test]
+    fn only_finalized_reports_cover() {
+        let report = |name: &str, phase: Option<ReportPhase>| {
+            let mut r = SettlementReport::new(
+                name,
+                crate::api::SettlementReportSpec {
+                    period: crate::api::settlement_report::Period {
+                        month: Some("2026-10".into()),
+                        ..Default::default()
+                    },
+                    scope: Scope::default(),
+                    finalize: phase.is_some(),
+                },
+            );
+            r.status = Some(crate::api::settlement_report::SettlementReportStatus {
+                phase,
+                ..Default::default()
+            });
+            r
+        };
+        let reports = [
+            report("open", Some(ReportPhase::Computed)),
+            report("final", Some(ReportPhase::Finalized)),
+        ];
+        let cov = coverage_of(&reports, &BillingConfig::default());
+        assert_eq!(cov, vec![month("2026-10", &[])]);
     }
 }

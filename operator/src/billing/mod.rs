@@ -47,7 +47,7 @@ pub use error::BillingError;
 pub use estimate::{
     EstimateLine, HOURS_PER_MONTH, MonthlyEstimate, estimate_monthly, monthly_delta,
 };
-pub use metering::{FinalizedCoverage, intervals_of, settle_requests, settled};
+pub use metering::{FinalizedCoverage, coverage_of, intervals_of, settle_requests, settled};
 pub use period::{Period, TimeRange};
 pub use prices::{Overlap, PricePoint, Prices, find_overlaps};
 pub use settlement::{Settlement, canonical_line, checksum, settle, sort_canonically};

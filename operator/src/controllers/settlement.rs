@@ -39,14 +39,14 @@ pub const LINES_KEY: &str = "lines.jsonl.gz.b64";
 /// whenever a request or a PriceBook changes.
 const RECOMPUTE: Duration = Duration::from_secs(60);
 
-/// Run the controller until `shutdown`.
+/// Run `controller` (built in `wiring`, whose store the lifecycle reads) until `shutdown`.
 pub async fn run(
+    controller: Controller<SettlementReport>,
     ctx: SharedContext,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let cfg = || watcher::Config::default().any_semantic();
-    let controller = Controller::new(Api::<SettlementReport>::all(client.clone()), cfg());
     let (by_requests, by_books) = (controller.store(), controller.store());
     // Any request or price change may change any open report; finalized ones never change.
     let open_reports = |store: &kube::runtime::reflector::Store<SettlementReport>| {
@@ -66,6 +66,8 @@ pub async fn run(
         .watches(Api::<PriceBook>::all(client), cfg(), move |_| {
             open_reports(&by_books)
         })
+        // A burst of request changes recomputes each open report once.
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy::<SettlementReport>, ctx)
         .for_each(|r| async move {
@@ -89,23 +91,30 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
         }
         let generation = report.meta().generation;
         let old = report.status.clone().unwrap_or_default();
-        // Finalizing freezes the figures for good: settle what the API server has now (a fresh
-        // LIST), not the watch cache, which may lag. Open reports use the stores.
-        let (requests, books) = if report.spec.finalize {
-            let lp = kube::api::ListParams::default();
-            let requests = Api::<ResourceRequest>::all(ctx.client.clone()).list(&lp).await?;
-            let books = Api::<PriceBook>::all(ctx.client.clone()).list(&lp).await?;
-            (
-                requests.items.into_iter().map(Arc::new).collect(),
-                books.items.into_iter().map(Arc::new).collect(),
-            )
+        // Settle over a LIST, not the reflector stores: a store read before its first sync is
+        // empty (and `Store::wait_until_ready` keeps one waker only, so concurrent reconciles
+        // waiting on it can stall each other and the store's own controller). An open report
+        // reads the API server's watch cache (resourceVersion=0); finalizing freezes the
+        // figures for good, so it reads the most recent state.
+        let lp = if report.spec.finalize {
+            kube::api::ListParams::default()
         } else {
-            let (requests, books) = (&ctx.tenancy.requests, &ctx.tenancy.price_books);
-            // An empty store before the first LIST would settle to zero.
-            let _ = requests.wait_until_ready().await;
-            let _ = books.wait_until_ready().await;
-            (requests.state(), books.state())
+            kube::api::ListParams::default().match_any()
         };
+        let requests: Vec<Arc<ResourceRequest>> = Api::<ResourceRequest>::all(ctx.client.clone())
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let books: Vec<Arc<PriceBook>> = Api::<PriceBook>::all(ctx.client.clone())
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let settlement = compute(&report, &requests, &books);
         let mut status = SettlementReportStatus {
             observed_generation: generation,
