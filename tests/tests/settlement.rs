@@ -200,6 +200,24 @@ fn report(name: &str, provider: &str, finalize: bool) -> Value {
            "spec": {"period": {"month": "2026-10"}, "scope": {"providers": [provider]}, "finalize": finalize}})
 }
 
+/// Create report `name` and wait until its status says `phase`.
+async fn create_report(
+    admin: &Client,
+    reports: &Api<SettlementReport>,
+    (name, provider): (&str, &str),
+    phase: ReportPhase,
+) -> anyhow::Result<SettlementReport> {
+    apply(
+        admin,
+        &report(name, provider, phase == ReportPhase::Finalized),
+    )
+    .await?;
+    wait_for(reports, name, WAIT, |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == Some(phase))
+    })
+    .await
+}
+
 /// `yunzhang report settlement ARGS` with `kubeconfig`; stdout.
 fn cli(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(operator_binary())
@@ -246,6 +264,21 @@ fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16,
         body = dechunk(&body)?;
     }
     Ok((code, body))
+}
+
+/// GET until the answer is 200 (RBAC bindings and the Department's RoleBinding take a moment),
+/// or WAIT passes; the last answer.
+async fn get_until_ok(addr: &str, path: String, token: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (addr, path2, token) = (addr.to_owned(), path.clone(), token.to_owned());
+        let got =
+            tokio::task::spawn_blocking(move || http_get(&addr, &path2, Some(&token))).await??;
+        if got.0 == 200 || std::time::Instant::now() > deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -304,12 +337,12 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
 
     // --- Computed: figures equal the hand-computed table. ---
     let open = format!("{}-open", f.provider);
-    apply(&admin, &report(&open, &f.provider, false)).await?;
-    let computed = wait_for(&reports, &open, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Computed))
-    })
+    let computed = create_report(
+        &admin,
+        &reports,
+        (&open, &f.provider),
+        ReportPhase::Computed,
+    )
     .await?;
     let st = computed.status.clone().unwrap_or_default();
     assert_eq!(st.total.as_ref().map(|m| m.0.as_str()), Some("453.07"));
@@ -356,12 +389,12 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     // Recomputing yields the same checksum: a second report of the same spec, and the first
     // one after a request changes (which re-triggers it).
     let again = format!("{}-again", f.provider);
-    apply(&admin, &report(&again, &f.provider, false)).await?;
-    let second = wait_for(&reports, &again, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Computed))
-    })
+    let second = create_report(
+        &admin,
+        &reports,
+        (&again, &f.provider),
+        ReportPhase::Computed,
+    )
     .await?;
     assert_eq!(
         second.status.and_then(|s| s.checksum),
@@ -530,12 +563,12 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
 
     // --- Finalize: lines kept in owned ConfigMaps; the spec is frozen. ---
     let fin = format!("{}-final", f.provider);
-    apply(&admin, &report(&fin, &f.provider, true)).await?;
-    let finalized = wait_for(&reports, &fin, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Finalized))
-    })
+    let finalized = create_report(
+        &admin,
+        &reports,
+        (&fin, &f.provider),
+        ReportPhase::Finalized,
+    )
     .await?;
     let st = finalized.status.clone().unwrap_or_default();
     assert_eq!(st.checksum.as_deref(), Some(expected_checksum.as_str()));
@@ -581,14 +614,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     assert_eq!(code, 401, "a token the API server doesn't know");
     // RBAC bindings take effect at once, the member's RoleBinding once the Department
     // controller made it: poll.
-    let deadline = std::time::Instant::now() + WAIT;
-    let (code, body) = loop {
-        let got = get(format!("{path}?format=json"), Some(finance.clone())).await??;
-        if got.0 == 200 || std::time::Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (code, body) = get_until_ok(&addr, format!("{path}?format=json"), &finance).await?;
     assert_eq!(code, 200, "finance: {}", String::from_utf8_lossy(&body));
     let doc = as_json(&body)?;
     assert_eq!(doc["total"], "453.07");
@@ -611,18 +637,12 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     );
     let (code, _) = get(format!("{path}?format=json"), Some(member.clone())).await??;
     assert_eq!(code, 403, "a member asking for the whole report");
-    let deadline = std::time::Instant::now() + WAIT;
-    let (code, body) = loop {
-        let got = get(
-            format!("{path}?format=json&department={}", f.dept_a),
-            Some(member.clone()),
-        )
-        .await??;
-        if got.0 == 200 || std::time::Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (code, body) = get_until_ok(
+        &addr,
+        format!("{path}?format=json&department={}", f.dept_a),
+        &member,
+    )
+    .await?;
     assert_eq!(
         code,
         200,

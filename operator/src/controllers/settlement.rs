@@ -101,20 +101,8 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
         } else {
             kube::api::ListParams::default().match_any()
         };
-        let requests: Vec<Arc<ResourceRequest>> = Api::<ResourceRequest>::all(ctx.client.clone())
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        let books: Vec<Arc<PriceBook>> = Api::<PriceBook>::all(ctx.client.clone())
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let requests = list_all::<ResourceRequest>(&ctx, &lp).await?;
+        let books = list_all::<PriceBook>(&ctx, &lp).await?;
         let settlement = compute(&report, &requests, &books);
         let mut status = SettlementReportStatus {
             observed_generation: generation,
@@ -185,6 +173,14 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
         Ok(Action::requeue(RECOMPUTE))
     })
     .await
+}
+
+async fn list_all<K>(ctx: &SharedContext, lp: &kube::api::ListParams) -> Result<Vec<Arc<K>>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = Api::<K>::all(ctx.client.clone()).list(lp).await?;
+    Ok(list.items.into_iter().map(Arc::new).collect())
 }
 
 /// Settle the report's period and scope over the requests (pure).
