@@ -15,5 +15,6 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod reports;
 pub mod run;
 pub mod tenancy;

@@ -12,7 +12,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
@@ -22,7 +28,7 @@ use tracing::{error, info};
 
 use crate::{
     admission::{WebhookArgs, run_webhooks},
-    api::{MigrationWorkload, SettlementReport},
+    api::MigrationWorkload,
     controllers::{
         Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
         wiring::tenancy_controllers,
@@ -109,6 +115,8 @@ struct AdminState {
     /// The admission webhooks serve and the API server trusts their certificate.
     webhooks_ready: Arc<AtomicBool>,
     leading: watch::Receiver<bool>,
+    /// For `/reports/settlement/{name}`: reads as the operator after authorizing the caller.
+    client: Client,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -134,6 +142,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
         webhooks_ready: webhooks_ready.clone(),
         leading: leading_rx.clone(),
+        client: client.clone(),
     };
     let webhook_listener = crate::admission::bind(&args.webhook).await?;
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -212,7 +221,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
             Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
-            Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
         ]);
         info!("controllers started");
         tokio::select! {
@@ -296,6 +304,25 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// `GET /reports/settlement/{name}`: see [`crate::reports::answer_http`] for who may read what.
+async fn settlement_report(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let query = crate::reports::parse_query(query.as_deref().unwrap_or_default());
+    let answer = crate::reports::answer_http(&s.client, &name, &query, authorization).await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, answer.content_type)],
+        answer.body,
+    )
+}
+
 fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route(
@@ -303,6 +330,7 @@ fn admin_router(state: AdminState) -> Router {
             get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/reports/settlement/{name}", get(settlement_report))
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {

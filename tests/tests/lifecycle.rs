@@ -435,48 +435,58 @@ async fn staged_approval_edit_and_delete(client: &Client, f: &Fixture) -> anyhow
             .is_some_and(|a| a.state == RunPhase::Succeeded)
     );
 
-    // Must-show 5: delete means retire.
+    // Must-show 5: delete means retire, and the object stays until the periods it was billed
+    // in are settled. (It runs for a couple of seconds first: metering has whole seconds, and
+    // an interval of zero seconds bills nothing, so there would be nothing to settle.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
     requests(&member, ns)
         .delete("portal", &DeleteParams::default())
         .await?;
-    let mut saw_exit = false;
+    let rr = wait_for(&requests(client, ns), "portal", WAIT, |r| {
+        let s = r.status.clone().unwrap_or_default();
+        s.phase == Some(Phase::Exited)
+            && s.message.as_deref().unwrap_or_default().contains("settled")
+    })
+    .await
+    .context("Exited, waiting for settlement")?;
+    let s = rr.status.clone().unwrap();
+    ensure!(
+        s.quota.is_none(),
+        "quota still held when Exited: {:?}",
+        s.quota
+    );
+    ensure!(
+        !s.billing.is_empty() && s.billing.iter().all(|i| i.to.is_some()),
+        "billing: {:?}",
+        s.billing
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        requests(client, ns).get_opt("portal").await?.is_some(),
+        "deleted before its billed period was settled"
+    );
+    // Finance settles this month for the department: finalized, the request may go.
+    let month = (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y-%m")
+        .to_string();
+    let report = format!("{ns}-{month}");
+    apply(
+        client,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": report},
+                "spec": {"period": {"month": month}, "scope": {"departments": [ns]}, "finalize": true}}),
+    )
+    .await?;
+    let mut gone = false;
     for _ in 0..600 {
-        match requests(client, ns).get_opt("portal").await? {
-            Some(r) => {
-                let phase = r.status.as_ref().and_then(|s| s.phase);
-                saw_exit |= matches!(phase, Some(Phase::Exiting | Phase::Exited));
-                ensure!(
-                    matches!(phase, Some(Phase::Active | Phase::Exiting | Phase::Exited)),
-                    "a deleted Active request went {phase:?}"
-                );
-                if phase == Some(Phase::Exited) {
-                    let s = r.status.unwrap();
-                    ensure!(
-                        s.quota.is_none(),
-                        "quota still held when Exited: {:?}",
-                        s.quota
-                    );
-                    ensure!(
-                        s.billing.iter().all(|i| i.to.is_some()),
-                        "billing open: {:?}",
-                        s.billing
-                    );
-                }
-            }
-            None => break,
+        if requests(client, ns).get_opt("portal").await?.is_none() {
+            gone = true;
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ensure!(
-        requests(client, ns).get_opt("portal").await?.is_none(),
-        "never went away"
-    );
-    ensure!(
-        saw_exit,
-        "the request disappeared without being seen Exiting or Exited"
-    );
+    ensure!(gone, "never went away after the settlement was finalized");
     let events = events_of(client, ns, "portal").await?;
-    for reason in ["Approved", "Provisioned", "Destroying", "Deleted"] {
+    for reason in ["Approved", "Provisioned", "Destroying", "AwaitingSettlement"] {
         ensure!(
             events.iter().any(|e| e == reason),
             "no {reason} event in {events:?}"

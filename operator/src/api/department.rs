@@ -149,6 +149,24 @@ pub struct Budget {
     pub enforce: bool,
 }
 
+/// Spend against the annual budget in the current calendar year (Asia/Shanghai).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// The calendar year the figures are for.
+    pub year: i32,
+    /// `spec.budget.annual`.
+    pub annual: Money,
+    /// What the department's requests were charged this year so far (settled as a report would).
+    pub spent: Money,
+    /// `spent` as a percentage of `annual`, two decimals.
+    pub percent: String,
+    /// Thresholds (80, 100) already announced this year by an Event and a notification; each
+    /// is announced once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerted: Vec<u32>,
+}
+
 /// A department's own quota figures.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -196,6 +214,9 @@ pub struct DepartmentStatus {
     /// What the requests of this department and all departments below it hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<SubtreeUsage>,
+    /// Spend against `spec.budget` this year; absent without a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
     /// Standard conditions; `Ready` is true when the department is fully set up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -206,9 +206,6 @@ pub struct ResourceRequestStatus {
     /// The destroy run at exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy: Option<RunRecord>,
-    /// When the running resources were last compared with the world (drift check, RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift_checked_at: Option<String>,
     /// Metering: the items' active intervals, kept until settled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billing: Vec<MeteredInterval>,

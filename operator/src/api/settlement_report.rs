@@ -123,8 +123,23 @@ pub struct SettlementReportStatus {
     /// `sha256:<hex>` over the canonical lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Where a finalized report keeps its lines: ConfigMaps owned by the report, so the lines
+    /// outlive the requests they charge. `yunzhang report settlement --report NAME` reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_lines: Option<StoredLines>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+}
+
+/// The ConfigMaps holding a finalized report's lines: JSON Lines, gzip, base64, in key
+/// `lines.jsonl.gz.b64` of each ConfigMap; join the chunks in the order listed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredLines {
+    /// Namespace of the ConfigMaps (the operator's).
+    pub namespace: String,
+    /// ConfigMap names, in chunk order.
+    pub config_maps: Vec<String>,
 }

@@ -23,10 +23,14 @@
 //! [`settlement`] documents the canonical line form the checksum is computed over;
 //! [`estimate`] the monthly estimate shown before approval.
 
+pub mod archive;
+pub mod budget;
 pub mod calendar;
 pub mod charge;
 mod error;
 pub mod estimate;
+pub mod export;
+pub mod metering;
 pub mod money;
 pub mod period;
 pub mod prices;
@@ -43,6 +47,7 @@ pub use error::BillingError;
 pub use estimate::{
     EstimateLine, HOURS_PER_MONTH, MonthlyEstimate, estimate_monthly, monthly_delta,
 };
+pub use metering::{FinalizedCoverage, coverage_of, intervals_of, settle_requests, settled};
 pub use period::{Period, TimeRange};
 pub use prices::{Overlap, PricePoint, Prices, find_overlaps};
 pub use settlement::{Settlement, canonical_line, checksum, settle, sort_canonically};

@@ -21,9 +21,16 @@ use super::{
     Error, FIELD_MANAGER, SharedContext, apply_finalizer, has_finalizer, measured, publish_event,
     status::{apply_status, status_differs},
 };
+use chrono::Datelike;
+
 use crate::{
-    api::{DEPARTMENT_LABEL, Department, Phase, SubjectKind},
+    api::{
+        DEPARTMENT_LABEL, Department, Phase, SubjectKind, department::BudgetStatus,
+        settlement_report::Scope,
+    },
+    billing::{self, BillingConfig, FixedClock, budget, money::parse_money},
     conditions::{self, condition},
+    notify::Notification,
     tenancy::hierarchy,
 };
 
@@ -177,7 +184,9 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         ),
     );
     let live = live_requests(&ctx, &dept);
-    let status = json!({
+    let now = chrono::Utc::now();
+    let (budget, announce) = budget_of(&ctx, &dept, now);
+    let mut status = json!({
         "observedGeneration": generation,
         "namespaces": owned,
         "liveRequestCount": live.len(),
@@ -186,10 +195,113 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
         "conditions": conds,
     });
-    if status_differs(dept.status.as_ref(), &status) {
+    if let Some(b) = &budget {
+        status["budget"] = serde_json::to_value(b)?;
+    }
+    if !announce.is_empty() {
+        // Announce each threshold once: record it first, on condition that the status we
+        // judged from is still current (a stale cache must not announce twice).
+        if !apply_status_at(&ctx, dept.as_ref(), status).await? {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        if let Some(b) = &budget {
+            for threshold in announce {
+                let note = format!(
+                    "{year} spend ¥{spent} reached {threshold}% of the annual budget ¥{annual} ({percent}%)",
+                    year = b.year,
+                    spent = b.spent.0,
+                    annual = b.annual.0,
+                    percent = b.percent
+                );
+                info!(department = %name, threshold, "budget threshold reached");
+                // The action names the threshold: the recorder folds Events with the same
+                // reason and action into one series.
+                publish_event(
+                    &ctx,
+                    dept.as_ref(),
+                    EventType::Warning,
+                    "BudgetThreshold",
+                    &format!("Budget{threshold}"),
+                    note,
+                )
+                .await;
+                ctx.notifier
+                    .send(Notification::for_budget(&name, threshold, b, now));
+            }
+        }
+    } else if status_differs(dept.status.as_ref(), &status) {
         apply_status(&ctx, dept.as_ref(), status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// This year's spend against `spec.budget` and the thresholds newly crossed; `None` without a
+/// budget, or (logged) when the spend can't be settled, keeping what status said.
+fn budget_of(
+    ctx: &SharedContext,
+    dept: &Department,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Option<BudgetStatus>, Vec<u32>) {
+    let Some(spec) = &dept.spec.budget else {
+        return (None, vec![]);
+    };
+    let previous = dept.status.as_ref().and_then(|s| s.budget.clone());
+    let config = BillingConfig::default();
+    let year = now.with_timezone(&config.zone).year();
+    let assessed = (|| {
+        let annual = parse_money("spec.budget.annual", &spec.annual)?;
+        let period = budget::year_period(year, &config)?;
+        let scope = Scope {
+            departments: vec![dept.name_any()],
+            providers: vec![],
+        };
+        let requests = ctx.tenancy.requests.state();
+        let books = ctx.tenancy.price_books.state();
+        let spent = billing::settle_requests(
+            requests.iter().map(AsRef::as_ref),
+            books.iter().map(AsRef::as_ref),
+            &period,
+            &scope,
+            &config,
+            &FixedClock(now),
+        )?
+        .total;
+        budget::assess(year, annual, spent, previous.as_ref())
+    })();
+    match assessed {
+        Ok((status, new)) => (Some(status), new),
+        Err(e) => {
+            tracing::warn!(department = %dept.name_any(), error = %e, "budget spend not computed");
+            (previous, vec![])
+        }
+    }
+}
+
+/// Apply `status` on condition that the Department is still at the resourceVersion we read;
+/// `false` when it moved on (nothing written).
+async fn apply_status_at(
+    ctx: &SharedContext,
+    dept: &Department,
+    status: Value,
+) -> Result<bool, Error> {
+    let patch = json!({
+        "apiVersion": Department::api_version(&()),
+        "kind": Department::kind(&()),
+        "metadata": {"name": dept.name_any(), "resourceVersion": dept.resource_version()},
+        "status": status,
+    });
+    match Api::<Department>::all(ctx.client.clone())
+        .patch_status(
+            &dept.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Requests in the department's namespaces that have not exited (or been rejected).

@@ -11,7 +11,11 @@
 //!   middle knows it may have happened (the executor never applies a plan twice);
 //! - the finalizer goes last, after the status that says Exited has landed.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::{
@@ -40,7 +44,7 @@ use crate::{
             RunPhase, RunRecord, StageStatus,
         },
     },
-    billing::{MonthlyEstimate, estimate_monthly, money::format_signed},
+    billing::{self, MonthlyEstimate, estimate_monthly, money::format_signed},
     conditions::{self, condition},
     iac::{
         LocalExecutor, ProviderConfig, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
@@ -75,6 +79,9 @@ pub struct Lifecycle {
     local: LocalExecutor,
     /// Drift checks every this often instead of each provider's `driftCheckMinutes`.
     pub drift_interval: Option<Duration>,
+    /// When each request (by uid) was last compared with the world. In memory: a check after
+    /// a restart comes early, and a check that finds nothing new writes nothing.
+    drift_checked: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Lifecycle {
@@ -84,7 +91,16 @@ impl Lifecycle {
             filing: Mutex::new(()),
             local,
             drift_interval,
+            drift_checked: std::sync::Mutex::default(),
         }
+    }
+
+    /// A request that is gone for good.
+    fn forget(&self, uid: &str) {
+        self.drift_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
     }
 
     fn executor(
@@ -124,6 +140,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     if !has_finalizer(rr.as_ref(), REQUEST_FINALIZER) {
         if deleting {
             ctx.tenancy.forget(&uid).await;
+            ctx.lifecycle.forget(&uid);
         } else {
             apply_finalizer(&api, rr.as_ref(), Some(REQUEST_FINALIZER)).await?;
         }
@@ -296,9 +313,9 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         }
     }
 
-    let drift_due = drift_due(&ctx, &world, &old, decision.phase, now);
+    let drift_due = drift_due(&ctx, &rr, &world, &old, decision.phase);
     if drift_due.is_some() {
-        check_drift(&ctx, &rr, &world, &mut st, now).await;
+        check_drift(&ctx, &rr, &world, &mut st).await;
     }
 
     st.phase = Some(decision.phase);
@@ -375,6 +392,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     if remove_finalizer {
         apply_finalizer(&api, rr.as_ref(), None).await?;
         ctx.tenancy.forget(&uid).await;
+        ctx.lifecycle.forget(&uid);
         return Ok(Action::await_change());
     }
     if decision.phase == Phase::Active
@@ -538,8 +556,17 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         applied_generation: status.applied_generation,
         filed: status.filing_number.is_some(),
         billing_open: status.billing.iter().any(|i| i.to.is_none()),
-        // Settlement reports don't gate deletion yet (billing issue): intervals are closed.
-        settled: true,
+        // Every period it was billed in is covered by a finalized SettlementReport (vacuously
+        // true when it was never billed).
+        settled: billing::intervals_of(&format!("{ns}/{}", rr.name_any()), &status.billing)
+            .map(|intervals| {
+                let finalized = billing::coverage_of(
+                    t.reports.state().iter().map(AsRef::as_ref),
+                    &billing::BillingConfig::default(),
+                );
+                billing::settled(&intervals, &finalized)
+            })
+            .unwrap_or(false),
     };
     Ok(Some(World {
         input,
@@ -855,22 +882,25 @@ fn drift_interval(ctx: &SharedContext, world: &World) -> Option<Duration> {
 /// The drift interval, when a steady Active request is due for a check.
 fn drift_due(
     ctx: &SharedContext,
+    rr: &ResourceRequest,
     world: &World,
     old: &ResourceRequestStatus,
     phase: Phase,
-    now: DateTime<Utc>,
 ) -> Option<Duration> {
     let steady = phase == Phase::Active
         && old.phase == Some(Phase::Active)
         && world.input.applied_generation == Some(world.input.spec_generation);
     let interval = drift_interval(ctx, world).filter(|_| steady)?;
-    let last = old
-        .drift_checked_at
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let every = chrono::Duration::from_std(interval).unwrap_or_default();
-    last.is_none_or(|t| now - t >= every).then_some(interval)
+    let checked = ctx
+        .lifecycle
+        .drift_checked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&rr.uid().unwrap_or_default())
+        .copied();
+    checked
+        .is_none_or(|t| t.elapsed() >= interval)
+        .then_some(interval)
 }
 
 /// Condition type: the running resources no longer match the applied plan.
@@ -883,9 +913,12 @@ async fn check_drift(
     rr: &ResourceRequest,
     world: &World,
     st: &mut ResourceRequestStatus,
-    now: DateTime<Utc>,
 ) {
-    st.drift_checked_at = Some(rfc3339(now));
+    ctx.lifecycle
+        .drift_checked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(rr.uid().unwrap_or_default(), std::time::Instant::now());
     let generation = rr.meta().generation;
     let applied = match planned_workspace(ctx, rr).await {
         Some((ws, g)) if Some(g) == st.applied_generation => ws,

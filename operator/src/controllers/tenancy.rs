@@ -38,7 +38,7 @@ use super::{
 use crate::{
     api::{
         Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState, Phase,
-        PriceBook, QuotaHolding, ResourceRequest, resource_request::QuotaChange,
+        PriceBook, QuotaHolding, ResourceRequest, SettlementReport, resource_request::QuotaChange,
     },
     billing::{Prices, estimate_monthly},
     conditions::{self, condition},
@@ -58,6 +58,8 @@ pub struct Tenancy {
     pub approvals: Store<Approval>,
     pub policies: Store<ApprovalPolicy>,
     pub providers: Store<CloudProvider>,
+    /// SettlementReports: finalized ones say which periods are settled.
+    pub reports: Store<SettlementReport>,
     ledger: Mutex<Ledger>,
     /// Reconciles requests whose quota decision changed in another request's pass.
     trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
@@ -72,6 +74,7 @@ pub struct Stores {
     pub approvals: Store<Approval>,
     pub policies: Store<ApprovalPolicy>,
     pub providers: Store<CloudProvider>,
+    pub reports: Store<SettlementReport>,
 }
 
 #[derive(Default)]
@@ -115,6 +118,7 @@ impl Tenancy {
             approvals: stores.approvals,
             policies: stores.policies,
             providers: stores.providers,
+            reports: stores.reports,
             ledger: Mutex::default(),
             trigger,
         }

@@ -1,4 +1,4 @@
-//! How the tenancy controllers are wired: which watches re-trigger which reconciles.
+//! How the tenancy, lifecycle and settlement controllers are wired: which watches re-trigger which reconciles.
 
 use std::{future::Future, sync::Arc};
 
@@ -13,12 +13,13 @@ use tracing::debug;
 use super::{
     SharedContext,
     department::reconcile_department,
-    lifecycle,
+    lifecycle, settlement,
     status::{error_policy, reconcile_ready},
     tenancy::{self, Stores},
 };
 use crate::api::{
     Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, PriceBook, ResourceRequest,
+    SettlementReport,
 };
 
 /// The tenancy and lifecycle controllers, built before they run so their stores can be shared.
@@ -30,6 +31,7 @@ pub struct TenancyControllers {
     pub approvals: Controller<Approval>,
     pub policies: Controller<ApprovalPolicy>,
     pub providers: Controller<CloudProvider>,
+    pub reports: Controller<SettlementReport>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
@@ -42,6 +44,7 @@ pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
         approvals: Controller::new(Api::<Approval>::all(client.clone()), cfg()),
         policies: Controller::new(Api::<ApprovalPolicy>::all(client.clone()), cfg()),
         providers: Controller::new(Api::<CloudProvider>::all(client.clone()), cfg()),
+        reports: Controller::new(Api::<SettlementReport>::all(client.clone()), cfg()),
     }
 }
 
@@ -56,6 +59,7 @@ impl TenancyControllers {
             approvals: self.approvals.store(),
             policies: self.policies.store(),
             providers: self.providers.store(),
+            reports: self.reports.store(),
         }
     }
 
@@ -121,14 +125,28 @@ impl TenancyControllers {
             )
             .for_each(log_result);
 
-        // A request re-reconciles when an Approval names it, and when another request's quota
-        // pass changed its decision.
+        // A request re-reconciles when an Approval names it, when another request's quota
+        // pass changed its decision, and — while it is being deleted — when a settlement report
+        // changes (it goes once its billed periods are settled).
+        let t5 = t.clone();
         let requests = self
             .requests
             .watches(Api::<Approval>::all(client.clone()), cfg(), |a| {
                 a.namespace()
                     .map(|ns| ObjectRef::new(&a.spec.request.name).within(&ns))
             })
+            .watches(
+                Api::<SettlementReport>::all(client.clone()),
+                cfg(),
+                move |_| {
+                    t5.requests
+                        .state()
+                        .iter()
+                        .filter(|r| r.metadata.deletion_timestamp.is_some())
+                        .map(|r| ObjectRef::from_obj(r.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
             .reconcile_on(triggers)
             .graceful_shutdown_on(stop())
             .run(
@@ -164,7 +182,10 @@ impl TenancyControllers {
             .run(reconcile_ready, error_policy::<PriceBook>, ctx.clone())
             .for_each(log_result);
 
+        let reports = settlement::run(self.reports, ctx.clone(), stop());
+
         futures::join!(
+            reports,
             departments,
             quotas,
             requests,

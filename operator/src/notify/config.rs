@@ -200,7 +200,7 @@ endpoints:
             cfg.endpoints[0].events,
             BTreeSet::from([NotifyEvent::AwaitingApproval])
         );
-        assert_eq!(cfg.endpoints[1].events.len(), 5, "default: every event");
+        assert_eq!(cfg.endpoints[1].events.len(), 6, "default: every event");
         assert_eq!(cfg.endpoints[2].secret.as_deref(), Some("key"));
     }
 

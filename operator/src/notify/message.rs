@@ -27,16 +27,19 @@ pub enum NotifyEvent {
     Failed,
     /// Resources destroyed, quota released, billing closed.
     Exited,
+    /// A Department's spend this year reached 80 % or 100 % of its annual budget (once each).
+    BudgetThreshold,
 }
 
 impl NotifyEvent {
     /// Every event, in lifecycle order.
-    pub const ALL: [NotifyEvent; 5] = [
+    pub const ALL: [NotifyEvent; 6] = [
         NotifyEvent::AwaitingApproval,
         NotifyEvent::Approved,
         NotifyEvent::Rejected,
         NotifyEvent::Failed,
         NotifyEvent::Exited,
+        NotifyEvent::BudgetThreshold,
     ];
 
     /// The event a phase transition announces, if any: entering AwaitingApproval, Rejected,
@@ -62,6 +65,7 @@ impl NotifyEvent {
             NotifyEvent::Rejected => "rejected",
             NotifyEvent::Failed => "failed",
             NotifyEvent::Exited => "exited",
+            NotifyEvent::BudgetThreshold => "budget-threshold",
         }
     }
 
@@ -73,6 +77,7 @@ impl NotifyEvent {
             NotifyEvent::Rejected => "已驳回 Rejected",
             NotifyEvent::Failed => "失败 Failed",
             NotifyEvent::Exited => "已退出 Exited",
+            NotifyEvent::BudgetThreshold => "预算预警 Budget threshold",
         }
     }
 
@@ -80,7 +85,7 @@ impl NotifyEvent {
     fn wecom_colour(self) -> &'static str {
         match self {
             NotifyEvent::Approved | NotifyEvent::Exited => "info",
-            NotifyEvent::Rejected | NotifyEvent::Failed => "warning",
+            NotifyEvent::Rejected | NotifyEvent::Failed | NotifyEvent::BudgetThreshold => "warning",
             NotifyEvent::AwaitingApproval => "comment",
         }
     }
@@ -134,6 +139,33 @@ impl Notification {
         }
     }
 
+    /// A Department reached `threshold` % of its annual budget: `name` is the Department,
+    /// `namespace` is empty, `phase` is the threshold (e.g. `80%`), `at` when it was noticed.
+    pub fn for_budget(
+        department: &str,
+        threshold: u32,
+        budget: &crate::api::department::BudgetStatus,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Notification {
+            event: NotifyEvent::BudgetThreshold,
+            namespace: String::new(),
+            name: department.to_owned(),
+            phase: format!("{threshold}%"),
+            message: format!(
+                "{year} spend ¥{spent} is {percent}% of the annual budget ¥{annual}",
+                year = budget.year,
+                spent = budget.spent.0,
+                percent = budget.percent,
+                annual = budget.annual.0
+            ),
+            filing_number: None,
+            monthly_estimate: None,
+            requester: None,
+            at,
+        }
+    }
+
     /// A stable id for receivers to de-duplicate retries: the first 32 hex digits of SHA-256
     /// over event, namespace, name, phase and `at`. Every attempt (and a re-send of the same
     /// transition) carries the same id.
@@ -154,10 +186,17 @@ impl Notification {
 
     /// The lines a person reads, shared by the WeCom and DingTalk formats.
     fn facts(&self) -> Vec<(&'static str, String)> {
-        let mut facts = vec![
-            ("申请 Request", format!("{}/{}", self.namespace, self.name)),
-            ("阶段 Phase", self.phase.clone()),
-        ];
+        let mut facts = if self.event == NotifyEvent::BudgetThreshold {
+            vec![
+                ("单位 Department", self.name.clone()),
+                ("阈值 Threshold", self.phase.clone()),
+            ]
+        } else {
+            vec![
+                ("申请 Request", format!("{}/{}", self.namespace, self.name)),
+                ("阶段 Phase", self.phase.clone()),
+            ]
+        };
         if !self.message.is_empty() {
             facts.push(("说明 Message", self.message.clone()));
         }

@@ -1,0 +1,108 @@
+//! `yunzhang report settlement`: settlement figures for finance, from the cluster, as CSV (UTF-8
+//! with BOM), JSON or XLSX. With `--report NAME` the figures are that report's (its stored lines
+//! once finalized); with `--period` they are a finalized all-scope report of that period when one
+//! exists, else settled now from the requests' metering and the PriceBooks.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::api::settlement_report::Scope;
+use crate::billing::Period;
+use crate::reports::{self, Format};
+
+/// `yunzhang report …`
+#[derive(clap::Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Settlement (结算) of a period: every charged line, with totals.
+    Settlement(SettlementArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["period", "report"])))]
+pub struct SettlementArgs {
+    /// The period: a month `2026-10`, a quarter `2026-Q4`, or `<from>..<to>` (RFC 3339).
+    #[arg(long)]
+    pub period: Option<Period>,
+    /// A SettlementReport by name (its stored lines when finalized).
+    #[arg(long)]
+    pub report: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+    /// Only this department's lines.
+    #[arg(long)]
+    pub department: Option<String>,
+    /// Only these providers (with --period; may be given more than once).
+    #[arg(long = "provider")]
+    pub providers: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Entry point; the exit code.
+pub fn main(command: ReportCommand) -> i32 {
+    crate::run::install_crypto_provider();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(command)));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(command: ReportCommand) -> anyhow::Result<()> {
+    let ReportCommand::Settlement(args) = command;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server (is KUBECONFIG set?)")?;
+    let doc = match (&args.report, &args.period) {
+        (Some(name), _) => reports::of_report(&client, name).await?,
+        (None, Some(period)) => {
+            let finalized = if args.providers.is_empty() {
+                reports::finalized_for(&client, period).await?
+            } else {
+                None
+            };
+            match finalized {
+                Some(name) => {
+                    eprintln!("using the lines of finalized SettlementReport {name}");
+                    reports::of_report(&client, &name).await?
+                }
+                None => {
+                    let scope = Scope {
+                        departments: vec![],
+                        providers: args.providers.clone(),
+                    };
+                    reports::compute(&client, period, &scope).await?
+                }
+            }
+        }
+        (None, None) => anyhow::bail!("give --period or --report"),
+    };
+    let doc = match &args.department {
+        Some(d) => reports::for_department(doc, d),
+        None => doc,
+    };
+    let names = reports::display_names(&client).await.unwrap_or_default();
+    let bytes = reports::render(&doc, args.format, &names)?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    eprintln!(
+        "{} lines, total {} CNY, {} ({})",
+        doc.line_count, doc.total, doc.checksum, doc.source
+    );
+    Ok(())
+}
