@@ -16,4 +16,5 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod run;
+pub mod scorecard;
 pub mod tenancy;
