@@ -24,6 +24,9 @@ enum Command {
     },
     /// Run the operator.
     Run(Box<yunzhang::run::RunArgs>),
+    /// Reports: `report scorecard --quarter 2026-Q4 --format csv|json`.
+    #[command(subcommand)]
+    Report(yunzhang::cli::report::ReportCommand),
     /// The kubectl plugin verbs (also `kubectl yunzhang VERB` when installed as kubectl-yunzhang).
     #[command(flatten)]
     Plugin(plugin::PluginCommand),
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => yunzhang::run::main(*args),
+        Command::Report(command) => yunzhang::cli::report::main(command),
         Command::Plugin(command) => std::process::exit(plugin::main(command)),
     }
 }

@@ -22,7 +22,7 @@ use tracing::{error, info};
 
 use crate::{
     admission::{WebhookArgs, run_webhooks},
-    api::{MigrationWorkload, SettlementReport},
+    api::SettlementReport,
     controllers::{
         Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
         wiring::tenancy_controllers,
@@ -203,7 +203,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let controllers = futures::future::join_all([
             Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
             Box::pin(ready_controller::<SettlementReport>(ctx.clone(), stop())),
         ]);
         info!("controllers started");

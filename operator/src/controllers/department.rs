@@ -22,8 +22,9 @@ use super::{
     status::{apply_status, status_differs},
 };
 use crate::{
-    api::{DEPARTMENT_LABEL, Department, Phase, SubjectKind},
+    api::{DEPARTMENT_LABEL, Department, Phase, SubjectKind, department::MigrationFigures},
     conditions::{self, condition},
+    scorecard::{self, SystemFacts},
     tenancy::hierarchy,
 };
 
@@ -177,6 +178,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         ),
     );
     let live = live_requests(&ctx, &dept);
+    let migration = migration_figures(&ctx, &name);
     let status = json!({
         "observedGeneration": generation,
         "namespaces": owned,
@@ -184,12 +186,33 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "liveRequests": live.iter().take(10).collect::<Vec<_>>(),
         "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
         "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
+        "migration": migration,
         "conditions": conds,
     });
     if status_differs(dept.status.as_ref(), &status) {
         apply_status(&ctx, dept.as_ref(), status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The migration figures (上云率, 整合率) of the department and every department below it, as
+/// of now, from the MigrationWorkloads in their namespaces.
+pub fn migration_figures(ctx: &SharedContext, name: &str) -> MigrationFigures {
+    let t = &ctx.tenancy;
+    let systems: Vec<SystemFacts> = t
+        .migrations
+        .state()
+        .iter()
+        .filter_map(|mw| {
+            let dept = t.department_of(&mw.namespace()?)?;
+            Some(SystemFacts::of(mw, &dept.name_any()))
+        })
+        .collect();
+    let own = scorecard::own_counts(&systems, chrono::Utc::now());
+    scorecard::roll_up(&t.parents(), &own)
+        .remove(name)
+        .unwrap_or_default()
+        .to_figures()
 }
 
 /// Requests in the department's namespaces that have not exited (or been rejected).

@@ -37,8 +37,9 @@ use super::{
 };
 use crate::{
     api::{
-        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState, Phase,
-        PriceBook, QuotaHolding, ResourceRequest, resource_request::QuotaChange,
+        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState,
+        MigrationWorkload, Phase, PriceBook, QuotaHolding, ResourceRequest,
+        resource_request::QuotaChange,
     },
     billing::{Prices, estimate_monthly},
     conditions::{self, condition},
@@ -58,6 +59,7 @@ pub struct Tenancy {
     pub approvals: Store<Approval>,
     pub policies: Store<ApprovalPolicy>,
     pub providers: Store<CloudProvider>,
+    pub migrations: Store<MigrationWorkload>,
     ledger: Mutex<Ledger>,
     /// Reconciles requests whose quota decision changed in another request's pass.
     trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
@@ -72,6 +74,7 @@ pub struct Stores {
     pub approvals: Store<Approval>,
     pub policies: Store<ApprovalPolicy>,
     pub providers: Store<CloudProvider>,
+    pub migrations: Store<MigrationWorkload>,
 }
 
 #[derive(Default)]
@@ -114,6 +117,7 @@ impl Tenancy {
             price_books: stores.price_books,
             approvals: stores.approvals,
             policies: stores.policies,
+            migrations: stores.migrations,
             providers: stores.providers,
             ledger: Mutex::default(),
             trigger,

@@ -13,12 +13,13 @@ use tracing::debug;
 use super::{
     SharedContext,
     department::reconcile_department,
-    lifecycle,
+    lifecycle, migration,
     status::{error_policy, reconcile_ready},
     tenancy::{self, Stores},
 };
 use crate::api::{
-    Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, PriceBook, ResourceRequest,
+    Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, MigrationWorkload, PriceBook,
+    ResourceRequest,
 };
 
 /// The tenancy and lifecycle controllers, built before they run so their stores can be shared.
@@ -30,6 +31,7 @@ pub struct TenancyControllers {
     pub approvals: Controller<Approval>,
     pub policies: Controller<ApprovalPolicy>,
     pub providers: Controller<CloudProvider>,
+    pub migrations: Controller<MigrationWorkload>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
@@ -42,6 +44,7 @@ pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
         approvals: Controller::new(Api::<Approval>::all(client.clone()), cfg()),
         policies: Controller::new(Api::<ApprovalPolicy>::all(client.clone()), cfg()),
         providers: Controller::new(Api::<CloudProvider>::all(client.clone()), cfg()),
+        migrations: Controller::new(Api::<MigrationWorkload>::all(client.clone()), cfg()),
     }
 }
 
@@ -56,6 +59,7 @@ impl TenancyControllers {
             approvals: self.approvals.store(),
             policies: self.policies.store(),
             providers: self.providers.store(),
+            migrations: self.migrations.store(),
         }
     }
 
@@ -76,7 +80,7 @@ impl TenancyControllers {
 
         // A Department re-reconciles when its namespaces, bindings or policies change, and when
         // requests or quotas in its namespaces (or below it) change its usage figures.
-        let (t1, t2) = (t.clone(), t.clone());
+        let (t1, t2, t5) = (t.clone(), t.clone(), t.clone());
         let departments = self
             .departments
             .owns(Api::<Namespace>::all(client.clone()), cfg())
@@ -90,6 +94,11 @@ impl TenancyControllers {
             .watches(Api::<CloudQuota>::all(client.clone()), cfg(), move |q| {
                 departments_above(&t2, q.namespace())
             })
+            .watches(
+                Api::<MigrationWorkload>::all(client.clone()),
+                cfg(),
+                move |mw| departments_above(&t5, mw.namespace()),
+            )
             .graceful_shutdown_on(stop())
             .run(
                 reconcile_department,
@@ -164,7 +173,20 @@ impl TenancyControllers {
             .run(reconcile_ready, error_policy::<PriceBook>, ctx.clone())
             .for_each(log_result);
 
+        // A workload follows the ResourceRequest it owns.
+        let migrations = self
+            .migrations
+            .owns(Api::<ResourceRequest>::all(client.clone()), cfg())
+            .graceful_shutdown_on(stop())
+            .run(
+                migration::reconcile_workload,
+                error_policy::<MigrationWorkload>,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
         futures::join!(
+            migrations,
             departments,
             quotas,
             requests,
