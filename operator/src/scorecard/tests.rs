@@ -85,23 +85,27 @@ fn fixture() -> (Vec<DepartmentFacts>, Vec<SystemFacts>) {
     (departments, s)
 }
 
+/// scope, name, systems, migrated, integrated, retired, migration rate, met, integration rate,
+/// interim met, final met.
+type Row<'a> = (
+    Scope,
+    &'a str,
+    u32,
+    u32,
+    u32,
+    u32,
+    &'a str,
+    bool,
+    &'a str,
+    bool,
+    bool,
+);
+
 #[test]
 fn the_quarterly_scorecard_of_three_departments_equals_the_expected_table() {
     let (departments, systems) = fixture();
     let rows = scorecard("2026-Q4", &departments, &systems, q4_end());
-    let table: Vec<(
-        Scope,
-        &str,
-        u32,
-        u32,
-        u32,
-        u32,
-        &str,
-        bool,
-        &str,
-        bool,
-        bool,
-    )> = rows
+    let table: Vec<Row> = rows
         .iter()
         .map(|r| {
             (
