@@ -409,3 +409,18 @@ pub async fn apply_value(
         )
         .await?)
 }
+
+/// Bind `group` to the approver persona (ClusterRole `yunzhang-approver`) cluster-wide, with a
+/// ClusterRoleBinding named like the group: its members may create Approvals.
+pub async fn bind_approver_group(admin: &Client, group: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": group},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&kube::api::PostParams::default(), &crb)
+        .await?;
+    Ok(())
+}

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use chrono::{Duration as Days, SecondsFormat, Utc};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::{Api, Client, api::PostParams};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use yunzhang::api::{
     Department, MigrationWorkload, Phase, ResourceRequest,
@@ -75,14 +74,7 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
         apply(admin, &v).await?;
     }
     for group in [&f.head_group, &f.security_group] {
-        let crb: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": group},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
-        }))?;
-        Api::<ClusterRoleBinding>::all(admin.clone())
-            .create(&PostParams::default(), &crb)
-            .await?;
+        bind_approver_group(admin, group).await?;
     }
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     for ns in [&f.region, &f.dept] {
