@@ -113,7 +113,7 @@ async fn each_kind_accepts_a_valid_object() {
         policy(),
         provider(),
         price_book(),
-        migration(&ns),
+        with_own_identity(&client, &migration(&ns)).await,
         report(),
     ] {
         assert_eq!(
