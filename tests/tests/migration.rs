@@ -482,6 +482,13 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
         !ok && err.contains("--format csv"),
         "xlsx says what to use instead: {err}"
     );
+    // A changed target reaches the request (a change, re-approved as the policy says).
+    let mut changed = workload(&f, "nontax", "rehost", "internal", 3, Days::hours(-1));
+    changed["spec"]["advanceTo"] = json!("Decommissioned");
+    apply(&member, &changed).await?;
+    wait_request(&admin, &ns, "nontax", |r| r.spec.items[0].count == 3)
+        .await
+        .context("the target change reaches the request")?;
     drop(operator);
     Ok(())
 }

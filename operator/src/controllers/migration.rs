@@ -144,6 +144,12 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
             name: r.name_any(),
             phase: r.status.as_ref().and_then(|s| s.phase),
             lifecycle: r.spec.lifecycle,
+            matches_target: mw
+                .spec
+                .target
+                .as_ref()
+                .is_none_or(|t| t.items == r.spec.items)
+                && r.spec.classification == mw.spec.classification,
         }),
         advance_to: mw.spec.advance_to,
         cutover: mw
@@ -188,6 +194,23 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                             Err(e) => return Err(e.into()),
                         }
                     }
+                }
+                Step::UpdateRequest => {
+                    let items = mw.spec.target.as_ref().map(|t| t.items.clone());
+                    rr_api
+                        .patch(
+                            &rr_name,
+                            &PatchParams {
+                                field_manager: Some(FIELD_MANAGER.into()),
+                                ..PatchParams::default()
+                            },
+                            &Patch::Merge(json!({"spec": {
+                                "items": items,
+                                "classification": mw.spec.classification,
+                            }})),
+                        )
+                        .await?;
+                    info!(workload = %format!("{ns}/{name}"), request = %rr_name, "target request updated");
                 }
                 Step::RetireRequest => {
                     rr_api

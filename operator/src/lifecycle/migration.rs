@@ -30,6 +30,9 @@ pub struct RequestView {
     /// `status.phase`; `None` before the operator first reconciled it.
     pub phase: Option<Phase>,
     pub lifecycle: DesiredLifecycle,
+    /// Whether its items and classification are the workload's `spec.target` and
+    /// `spec.classification`.
+    pub matches_target: bool,
 }
 
 /// Everything [`decide`] looks at.
@@ -51,6 +54,9 @@ pub struct Input {
 pub enum Action {
     /// Create the target ResourceRequest (owned by the workload, on behalf of its requester).
     CreateRequest,
+    /// Bring the target request's items and classification in line with the workload's (a
+    /// change: the request re-plans and is re-approved when its policy says so).
+    UpdateRequest,
     /// Set the target request's `spec.lifecycle: Retired` (it exits through the request
     /// lifecycle: destroy, quota released, billing closed).
     RetireRequest,
@@ -252,8 +258,27 @@ pub struct Settled {
 }
 
 /// Step until the phase stops moving (a workload whose request is already Active goes from
-/// Planned to Migrating in one reconcile, entering each phase on the way).
+/// Planned to Migrating in one reconcile, entering each phase on the way). A changed
+/// `spec.target` is carried to the request while it is wanted (not rolled back or rejected).
 pub fn settle(input: &Input) -> Settled {
+    let mut settled = settle_phase(input);
+    let d = &mut settled.decision;
+    let outdated = input.request.as_ref().is_some_and(|r| {
+        !r.matches_target && r.lifecycle == DesiredLifecycle::Active && input.has_target
+    });
+    if outdated
+        && !matches!(
+            d.phase,
+            MigrationPhase::RolledBack | MigrationPhase::Rejected
+        )
+        && !d.actions.contains(&Action::RetireRequest)
+    {
+        d.actions.push(Action::UpdateRequest);
+    }
+    settled
+}
+
+fn settle_phase(input: &Input) -> Settled {
     let mut input = input.clone();
     let mut entered = Vec::new();
     let mut actions = Vec::new();

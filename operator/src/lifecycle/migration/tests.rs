@@ -17,6 +17,7 @@ fn input(phase: P, rr: Option<Phase>) -> Input {
             name: "nontax-legacy".into(),
             phase: Some(p),
             lifecycle: DesiredLifecycle::Active,
+            matches_target: true,
         }),
         advance_to: None,
         cutover: Some((at(14), at(22))),
@@ -133,4 +134,19 @@ fn a_workload_without_target_resources_goes_straight_to_its_gates() {
     let s = settle(&i);
     assert_eq!(s.entered, vec![P::Migrating]);
     assert!(s.decision.actions.is_empty());
+}
+
+#[test]
+fn a_changed_target_is_carried_to_the_request_unless_it_is_given_up() {
+    let mut i = input(P::Decommissioned, Some(Phase::Active));
+    i.request.as_mut().expect("rr").matches_target = false;
+    assert_eq!(settle(&i).decision.actions, vec![Action::UpdateRequest]);
+    i.phase = P::Planned;
+    i.request.as_mut().expect("rr").phase = Some(Phase::AwaitingApproval);
+    assert_eq!(settle(&i).decision.actions, vec![Action::UpdateRequest]);
+    i.advance_to = Some(MigrationGate::RolledBack);
+    assert_eq!(settle(&i).decision.actions, vec![Action::RetireRequest]);
+    i.advance_to = None;
+    i.request.as_mut().expect("rr").phase = Some(Phase::Rejected);
+    assert!(settle(&i).decision.actions.is_empty());
 }
