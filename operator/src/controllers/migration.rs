@@ -162,6 +162,10 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
     let settled = settle(&input);
     let mut decision = settled.decision;
     let rr_api: Api<ResourceRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let as_operator = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
     if problem.is_none() {
         for step in &decision.actions {
             match step {
@@ -200,10 +204,7 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                     rr_api
                         .patch(
                             &rr_name,
-                            &PatchParams {
-                                field_manager: Some(FIELD_MANAGER.into()),
-                                ..PatchParams::default()
-                            },
+                            &as_operator,
                             &Patch::Merge(json!({"spec": {
                                 "items": items,
                                 "classification": mw.spec.classification,
@@ -216,10 +217,7 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                     rr_api
                         .patch(
                             &rr_name,
-                            &PatchParams {
-                                field_manager: Some(FIELD_MANAGER.into()),
-                                ..PatchParams::default()
-                            },
+                            &as_operator,
                             &Patch::Merge(json!({"spec": {"lifecycle": "Retired"}})),
                         )
                         .await?;
