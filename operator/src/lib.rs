@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod notify;
 pub mod reports;
 pub mod run;
+pub mod scorecard;
 pub mod tenancy;

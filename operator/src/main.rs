@@ -24,7 +24,8 @@ enum Command {
     },
     /// Run the operator.
     Run(Box<yunzhang::run::RunArgs>),
-    /// Reports for finance: `report settlement --period 2026-10 --format csv|json|xlsx`.
+    /// Reports: `report settlement --period 2026-10 --format csv|json|xlsx`, and
+    /// `report scorecard --quarter 2026-Q4 --format csv|json`.
     #[command(subcommand)]
     Report(yunzhang::cli::report::ReportCommand),
     /// The kubectl plugin verbs (also `kubectl yunzhang VERB` when installed as kubectl-yunzhang).

@@ -28,10 +28,8 @@ use tracing::{error, info};
 
 use crate::{
     admission::{WebhookArgs, run_webhooks},
-    api::MigrationWorkload,
     controllers::{
-        Context, FIELD_MANAGER, lifecycle::Lifecycle, status::ready_controller, tenancy::Tenancy,
-        wiring::tenancy_controllers,
+        Context, FIELD_MANAGER, lifecycle::Lifecycle, tenancy::Tenancy, wiring::tenancy_controllers,
     },
     iac::{LocalExecutor, LocalExecutorArgs},
     leader::{self, LeaseTiming},
@@ -217,11 +215,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             notifier,
         });
         let stop = || signalled(shutdown_rx.clone());
-        let controllers = futures::future::join_all([
-            Box::pin(ctx_controllers.run(ctx.clone(), &stop, triggers))
-                as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            Box::pin(ready_controller::<MigrationWorkload>(ctx.clone(), stop())),
-        ]);
+        let controllers = ctx_controllers.run(ctx.clone(), &stop, triggers);
         info!("controllers started");
         tokio::select! {
             _ = controllers => Ok(()),

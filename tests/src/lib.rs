@@ -122,14 +122,14 @@ pub async fn whoami(client: &Client) -> anyhow::Result<(String, Vec<String>)> {
     ))
 }
 
-/// `value` (a ResourceRequest or an Approval) with the identity annotations set to `client`'s
+/// `value` (a ResourceRequest, MigrationWorkload or Approval) with the identity annotations set to `client`'s
 /// own identity, exactly as the admission webhook would record it. The ValidatingAdmissionPolicies
 /// accept a typed identity only when it is the caller's own; tests that create objects while no
 /// operator (and so no webhook) runs type it themselves, as a user would.
 pub async fn with_own_identity(client: &Client, value: &serde_json::Value) -> serde_json::Value {
     use yunzhang::api::annotations::{APPROVER, APPROVER_GROUPS, REQUESTER, REQUESTER_GROUPS};
     let (user_key, groups_key) = match value["kind"].as_str() {
-        Some("ResourceRequest") => (REQUESTER, REQUESTER_GROUPS),
+        Some("ResourceRequest" | "MigrationWorkload") => (REQUESTER, REQUESTER_GROUPS),
         Some("Approval") => (APPROVER, APPROVER_GROUPS),
         _ => return value.clone(),
     };
@@ -415,4 +415,19 @@ pub async fn apply_value(
             &Patch::Apply(value),
         )
         .await?)
+}
+
+/// Bind `group` to the approver persona (ClusterRole `yunzhang-approver`) cluster-wide, with a
+/// ClusterRoleBinding named like the group: its members may create Approvals.
+pub async fn bind_approver_group(admin: &Client, group: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": group},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&kube::api::PostParams::default(), &crb)
+        .await?;
+    Ok(())
 }

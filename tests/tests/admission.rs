@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -114,14 +113,7 @@ async fn identity_is_recorded_and_approvals_are_judged_at_admission() {
         apply_value(&admin, &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": dept},
             "spec": {"displayName": "身份测试厅", "code": "11450000MB0000000X", "namespaces": [dept], "approvalPolicy": policy,
                      "members": [{"kind": "User", "name": requester}, {"kind": "User", "name": insider}]}}), "yunzhang-tests").await?;
-        let crb: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": approvers},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": approvers}],
-        }))?;
-        Api::<ClusterRoleBinding>::all(admin.clone())
-            .create(&PostParams::default(), &crb)
-            .await?;
+        bind_approver_group(&admin, &approvers).await?;
         wait_for(&Api::<Department>::all(admin.clone()), &dept, WAIT, |d| {
             d.status.as_ref().is_some_and(|s| {
                 s.conditions

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use k8s_openapi::api::{core::v1::Secret, rbac::v1::ClusterRoleBinding};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -77,14 +77,7 @@ async fn fixture(admin: &Client, executor: &str) -> anyhow::Result<Fixture> {
     }
     // Approvers may create Approvals: the head for their department, finance everywhere.
     for group in [&f.head_group, &f.finance_group] {
-        let crb: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": group},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-approver"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
-        }))?;
-        Api::<ClusterRoleBinding>::all(admin.clone())
-            .create(&PostParams::default(), &crb)
-            .await?;
+        bind_approver_group(admin, group).await?;
     }
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     wait_for(&ns_api, d, WAIT, |_| true).await?;
@@ -486,7 +479,12 @@ async fn staged_approval_edit_and_delete(client: &Client, f: &Fixture) -> anyhow
     }
     ensure!(gone, "never went away after the settlement was finalized");
     let events = events_of(client, ns, "portal").await?;
-    for reason in ["Approved", "Provisioned", "Destroying", "AwaitingSettlement"] {
+    for reason in [
+        "Approved",
+        "Provisioned",
+        "Destroying",
+        "AwaitingSettlement",
+    ] {
         ensure!(
             events.iter().any(|e| e == reason),
             "no {reason} event in {events:?}"

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use crate::{
     api::{
         Approval, ApprovalPolicy, Department, ResourceRequest,
-        annotations::{REQUESTER, REQUESTER_GROUPS, split_groups},
+        annotations::{REQUESTER, effective_requester},
     },
     lifecycle::policy::{
         ApprovalFacts, ApproverFacts, CurrentBinding, Refusal, RequestFacts, judge_approval,
@@ -70,19 +70,16 @@ pub fn judge_new_approval(
             department.name_any()
         ));
     };
-    let Some(requester) = request.annotations().get(REQUESTER) else {
+    // The workload creator, for a request the operator made on their behalf.
+    let Some((requester, requester_groups)) = effective_requester(request.annotations()) else {
         return Err(format!(
             "spec.request.name: ResourceRequest {} has no recorded requester ({REQUESTER}), so four eyes can't be checked: it can't be approved",
             binding.name
         ));
     };
     let facts = RequestFacts {
-        requester: requester.clone(),
-        requester_groups: request
-            .annotations()
-            .get(REQUESTER_GROUPS)
-            .map(|g| split_groups(g))
-            .unwrap_or_default(),
+        requester,
+        requester_groups,
         department: department.name_any(),
         types: request
             .spec

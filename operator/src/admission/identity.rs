@@ -20,6 +20,9 @@ pub enum RecordedKind {
     ResourceRequest,
     /// `approvals`: the approver.
     Approval,
+    /// `migrationworkloads`: who registered the system (the operator requests its target
+    /// resources on their behalf).
+    MigrationWorkload,
 }
 
 impl RecordedKind {
@@ -28,6 +31,7 @@ impl RecordedKind {
         match resource {
             "resourcerequests" => Some(Self::ResourceRequest),
             "approvals" => Some(Self::Approval),
+            "migrationworkloads" => Some(Self::MigrationWorkload),
             _ => None,
         }
     }
@@ -35,7 +39,7 @@ impl RecordedKind {
     /// The annotations holding the user name and the groups.
     pub fn annotations(self) -> (&'static str, &'static str) {
         match self {
-            Self::ResourceRequest => (REQUESTER, REQUESTER_GROUPS),
+            Self::ResourceRequest | Self::MigrationWorkload => (REQUESTER, REQUESTER_GROUPS),
             Self::Approval => (APPROVER, APPROVER_GROUPS),
         }
     }
@@ -162,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn only_requests_and_approvals_are_recorded() {
+    fn only_requests_approvals_and_workloads_are_recorded() {
         assert_eq!(
             RecordedKind::from_resource("resourcerequests"),
             Some(RecordedKind::ResourceRequest)
@@ -170,6 +174,10 @@ mod tests {
         assert_eq!(
             RecordedKind::from_resource("approvals"),
             Some(RecordedKind::Approval)
+        );
+        assert_eq!(
+            RecordedKind::from_resource("migrationworkloads").map(RecordedKind::annotations),
+            Some((REQUESTER, REQUESTER_GROUPS))
         );
         assert_eq!(RecordedKind::from_resource("departments"), None);
     }

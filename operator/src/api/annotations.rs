@@ -20,3 +20,68 @@ pub fn split_groups(value: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// On a ResourceRequest the operator creates for a MigrationWorkload: the user who created the
+/// workload (its own `yunzhang.io/requester`), on whose behalf the operator asks. Only the
+/// operator's ServiceAccount may set it (ValidatingAdmissionPolicy `yunzhang-on-behalf-of`), and
+/// it never changes; approvals judge four eyes against this user instead of the operator.
+pub const ON_BEHALF_OF: &str = "yunzhang.io/on-behalf-of";
+/// The groups of [`ON_BEHALF_OF`], as recorded on the workload.
+pub const ON_BEHALF_OF_GROUPS: &str = "yunzhang.io/on-behalf-of-groups";
+
+/// Who a request is for, as recorded at admission: the workload creator named in
+/// [`ON_BEHALF_OF`] when the operator created it for a MigrationWorkload, otherwise its
+/// [`REQUESTER`]. `None` when nothing was recorded. Returns (user, groups).
+pub fn effective_requester(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<(String, Vec<String>)> {
+    let (user, groups) = match annotations.get(ON_BEHALF_OF) {
+        Some(user) => (user, annotations.get(ON_BEHALF_OF_GROUPS)),
+        None => (
+            annotations.get(REQUESTER)?,
+            annotations.get(REQUESTER_GROUPS),
+        ),
+    };
+    Some((
+        user.clone(),
+        groups.map(|g| split_groups(g)).unwrap_or_default(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_workload_creator_is_the_requester_of_a_request_made_on_their_behalf() {
+        let mut a = BTreeMap::from([
+            (
+                REQUESTER.to_owned(),
+                "system:serviceaccount:yunzhang-system:yunzhang".to_owned(),
+            ),
+            (
+                REQUESTER_GROUPS.to_owned(),
+                "system:serviceaccounts".to_owned(),
+            ),
+        ]);
+        assert_eq!(
+            effective_requester(&a).map(|r| r.0),
+            Some("system:serviceaccount:yunzhang-system:yunzhang".to_owned())
+        );
+        a.insert(ON_BEHALF_OF.to_owned(), "alice".to_owned());
+        a.insert(
+            ON_BEHALF_OF_GROUPS.to_owned(),
+            "staff,system:authenticated".to_owned(),
+        );
+        assert_eq!(
+            effective_requester(&a),
+            Some((
+                "alice".to_owned(),
+                vec!["staff".to_owned(), "system:authenticated".to_owned()]
+            ))
+        );
+        assert_eq!(effective_requester(&BTreeMap::new()), None);
+    }
+}

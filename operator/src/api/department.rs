@@ -217,8 +217,30 @@ pub struct DepartmentStatus {
     /// Spend against `spec.budget` this year; absent without a budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetStatus>,
+    /// Migration figures (上云率, 整合率) of this department and all departments below it, from
+    /// their MigrationWorkloads. See `docs/guides/migration.md` for how each figure is counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationFigures>,
     /// Standard conditions; `Ready` is true when the department is fully set up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+}
+
+/// Migration figures of a department's subtree (云长制 scorecard).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationFigures {
+    /// Registered systems (MigrationWorkloads not rejected).
+    pub systems: u32,
+    /// Systems moved onto the cloud (rehost, replatform, refactor; Verified or Decommissioned).
+    pub migrated: u32,
+    /// Systems merged into another (integrate; Verified or Decommissioned).
+    pub integrated: u32,
+    /// Systems retired (retire; Verified or Decommissioned). They leave the denominators.
+    pub retired: u32,
+    /// 上云率: (migrated + integrated) / (systems - retired), in percent with two decimals.
+    pub migration_rate: String,
+    /// 整合率: integrated / (systems - retired), in percent with two decimals.
+    pub integration_rate: String,
 }

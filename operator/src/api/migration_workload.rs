@@ -21,6 +21,11 @@ use super::common::{Classification, Conditions, ResourceItem};
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Request",
+        type_ = "string",
+        json_path = ".status.resourceRequest"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -51,6 +56,38 @@ pub struct MigrationWorkloadSpec {
     /// The cutover window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<CutoverWindow>,
+    /// The manual gate: how far the department says the migration may go. The operator moves
+    /// the workload one phase at a time up to this phase once each phase's conditions hold
+    /// (CutOver waits for `spec.cutover`'s window). `RolledBack` abandons the migration before
+    /// it is decommissioned: the target ResourceRequest is retired. Set it with
+    /// `kubectl yunzhang migration advance NAME --to PHASE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance_to: Option<MigrationGate>,
+}
+
+/// The phases a person moves a workload to (the others follow from its ResourceRequest).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum MigrationGate {
+    /// Cut over to the cloud (within the cutover window).
+    CutOver,
+    /// The system was checked on the cloud.
+    Verified,
+    /// The legacy system is switched off (迁移完成).
+    Decommissioned,
+    /// Abandon the migration; the target resources are retired.
+    RolledBack,
+}
+
+impl MigrationGate {
+    /// The phase this gate names.
+    pub fn phase(self) -> MigrationPhase {
+        match self {
+            MigrationGate::CutOver => MigrationPhase::CutOver,
+            MigrationGate::Verified => MigrationPhase::Verified,
+            MigrationGate::Decommissioned => MigrationPhase::Decommissioned,
+            MigrationGate::RolledBack => MigrationPhase::RolledBack,
+        }
+    }
 }
 
 /// Identifies a legacy system.
@@ -116,7 +153,17 @@ pub struct CutoverWindow {
 
 /// Migration phases.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    schemars::JsonSchema,
 )]
 pub enum MigrationPhase {
     #[default]
@@ -141,11 +188,32 @@ pub struct MigrationWorkloadStatus {
     /// Migration phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MigrationPhase>,
+    /// Why the workload is where it is, and what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The user who registered the workload (recorded by the API server at admission); the
+    /// target ResourceRequest is requested on their behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
     /// The ResourceRequest the workload owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_request: Option<String>,
+    /// When the workload entered each phase, oldest first. The scorecard reads it to count a
+    /// system as migrated in the quarter it was verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub history: Vec<PhaseEntry>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+}
+
+/// One phase change of a MigrationWorkload.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct PhaseEntry {
+    /// The phase entered.
+    pub phase: MigrationPhase,
+    /// When (RFC 3339).
+    pub at: String,
 }

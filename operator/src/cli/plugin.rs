@@ -1,4 +1,4 @@
-//! The kubectl plugin verbs: `approve`, `reject`, `retire`, `status`. Available as
+//! The kubectl plugin verbs: `approve`, `reject`, `retire`, `status`, `migration advance`. Available as
 //! `yunzhang VERB …`, and as `kubectl yunzhang VERB …` when the binary is installed (or
 //! symlinked) as `kubectl-yunzhang` on the PATH.
 //!
@@ -17,7 +17,8 @@ use kube::{
 };
 
 use crate::api::{
-    Approval, ApprovalSpec, Decision, Phase, RequestBinding, ResourceRequest,
+    Approval, ApprovalSpec, Decision, MigrationWorkload, Phase, RequestBinding, ResourceRequest,
+    migration_workload::{MigrationGate, MigrationPhase},
     resource_request::DesiredLifecycle,
 };
 
@@ -55,6 +56,53 @@ pub enum PluginCommand {
     Retire(TargetArgs),
     /// Show where a request stands: phase, stage, approvals, plan, cost, history.
     Status(TargetArgs),
+    /// Migration workloads (迁移上云): move one through its manual gates.
+    #[command(subcommand)]
+    Migration(MigrationCommand),
+}
+
+/// `migration …` verbs.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum MigrationCommand {
+    /// Let a MigrationWorkload go on to PHASE (CutOver, Verified, Decommissioned) or roll it
+    /// back (RolledBack). The operator moves it once each phase's conditions hold; CutOver
+    /// waits for the cutover window.
+    Advance(AdvanceArgs),
+}
+
+/// Arguments of `migration advance`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdvanceArgs {
+    /// The MigrationWorkload's name.
+    pub workload: String,
+    /// The phase to go on to: CutOver, Verified, Decommissioned or RolledBack.
+    #[arg(long = "to", value_parser = parse_gate)]
+    pub to: MigrationGate,
+    /// Namespace of the workload; default: the kubeconfig context's namespace, else `default`.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+fn parse_gate(value: &str) -> Result<MigrationGate, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|_| {
+        format!("{value} is not a phase you can advance to: CutOver, Verified, Decommissioned or RolledBack")
+    })
+}
+
+/// Whether `gate` moves `mw` on from where it is; the message says why not.
+pub fn advance_refusal(mw: &MigrationWorkload, gate: MigrationGate) -> Option<String> {
+    let phase = mw.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+    let name = mw.name_any();
+    match phase {
+        MigrationPhase::Decommissioned | MigrationPhase::RolledBack | MigrationPhase::Rejected => {
+            Some(format!("{name} is {phase:?}, which is final"))
+        }
+        _ if gate == MigrationGate::RolledBack => None,
+        _ if gate.phase() <= phase => Some(format!(
+            "{name} is already {phase:?}: advance to a later phase, or to RolledBack"
+        )),
+        _ => None,
+    }
 }
 
 /// `kubectl yunzhang …`: the plugin verbs alone, under kubectl's name.
@@ -488,6 +536,61 @@ async fn run(command: PluginCommand) -> anyhow::Result<String> {
         PluginCommand::Reject(args) => decide(args, Decision::Rejected).await,
         PluginCommand::Retire(args) => retire(args).await,
         PluginCommand::Status(args) => status(args).await,
+        PluginCommand::Migration(MigrationCommand::Advance(args)) => advance(args).await,
+    }
+}
+
+async fn advance(args: AdvanceArgs) -> anyhow::Result<String> {
+    let (client, ns) = connect(args.namespace.as_deref()).await?;
+    let api = Api::<MigrationWorkload>::namespaced(client.clone(), &ns);
+    let mw = match api.get(&args.workload).await {
+        Ok(mw) => mw,
+        Err(e) => {
+            return Err(explain(
+                &client,
+                e,
+                "get migrationworkloads",
+                &ns,
+                "department member (ClusterRole yunzhang-department-member)",
+            )
+            .await);
+        }
+    };
+    if let Some(refusal) = advance_refusal(&mw, args.to) {
+        anyhow::bail!("{refusal}");
+    }
+    let patch = serde_json::json!({"spec": {"advanceTo": args.to}});
+    match api
+        .patch(
+            &args.workload,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(mw) => {
+            let phase = mw.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            let window = mw
+                .spec
+                .cutover
+                .as_ref()
+                .map(|c| format!(" (cutover window {} – {})", c.not_before, c.not_after))
+                .unwrap_or_default();
+            Ok(format!(
+                "migrationworkload {ns}/{} may now go on to {:?}{window}; it is {phase:?}. Watch it: kubectl get mw {} -n {ns} -w\n",
+                mw.name_any(),
+                args.to,
+                mw.name_any()
+            ))
+        }
+        Err(e) => Err(explain(
+            &client,
+            e,
+            "patch migrationworkloads",
+            &ns,
+            "department member (ClusterRole yunzhang-department-member)",
+        )
+        .await),
     }
 }
 

@@ -25,12 +25,14 @@ use chrono::Datelike;
 
 use crate::{
     api::{
-        DEPARTMENT_LABEL, Department, Phase, SubjectKind, department::BudgetStatus,
+        DEPARTMENT_LABEL, Department, Phase, SubjectKind,
+        department::{BudgetStatus, MigrationFigures},
         settlement_report::Scope,
     },
     billing::{self, BillingConfig, FixedClock, budget, money::parse_money},
     conditions::{self, condition},
     notify::Notification,
+    scorecard::{self, SystemFacts},
     tenancy::hierarchy,
 };
 
@@ -186,6 +188,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
     let live = live_requests(&ctx, &dept);
     let now = chrono::Utc::now();
     let (budget, announce) = budget_of(&ctx, &dept, now);
+    let migration = migration_figures(&ctx, &name);
     let mut status = json!({
         "observedGeneration": generation,
         "namespaces": owned,
@@ -193,6 +196,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "liveRequests": live.iter().take(10).collect::<Vec<_>>(),
         "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
         "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
+        "migration": migration,
         "conditions": conds,
     });
     if let Some(b) = &budget {
@@ -302,6 +306,26 @@ async fn apply_status_at(
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The migration figures (上云率, 整合率) of the department and every department below it, as
+/// of now, from the MigrationWorkloads in their namespaces.
+pub fn migration_figures(ctx: &SharedContext, name: &str) -> MigrationFigures {
+    let t = &ctx.tenancy;
+    let systems: Vec<SystemFacts> = t
+        .migrations
+        .state()
+        .iter()
+        .filter_map(|mw| {
+            let dept = t.department_of(&mw.namespace()?)?;
+            Some(SystemFacts::of(mw, &dept.name_any()))
+        })
+        .collect();
+    let own = scorecard::own_counts(&systems, chrono::Utc::now());
+    scorecard::roll_up(&t.parents(), &own)
+        .remove(name)
+        .unwrap_or_default()
+        .to_figures()
 }
 
 /// Requests in the department's namespaces that have not exited (or been rejected).

@@ -326,7 +326,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         _ => decision.message.clone(),
     });
     st.observed_generation = rr.meta().generation;
-    st.requester = rr.annotations().get(annotations::REQUESTER).cloned();
+    st.requester = annotations::effective_requester(rr.annotations()).map(|(user, _)| user);
     st.estimate = estimate_status(&world);
     describe_approvals(&mut st, world.evaluation.as_ref());
     st.conditions = lifecycle_conditions(&st, &decision, &world, rr.meta().generation);
@@ -598,19 +598,15 @@ fn request_facts(
     department: &str,
     estimate: &Result<MonthlyEstimate, String>,
 ) -> RequestFacts {
-    let annotations = rr.annotations();
+    // The workload creator, for a request the operator made on their behalf.
+    let (requester, requester_groups) =
+        annotations::effective_requester(rr.annotations()).unwrap_or_default();
     RequestFacts {
         monthly_cost: estimate.as_ref().ok().map(|e| e.total),
         types: rr.spec.items.iter().map(|i| i.type_).collect(),
         classification: rr.spec.classification,
-        requester: annotations
-            .get(annotations::REQUESTER)
-            .cloned()
-            .unwrap_or_default(),
-        requester_groups: annotations
-            .get(annotations::REQUESTER_GROUPS)
-            .map(|g| annotations::split_groups(g))
-            .unwrap_or_default(),
+        requester,
+        requester_groups,
         department: department.to_owned(),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod department;
 pub mod lifecycle;
+pub mod migration;
 pub mod settlement;
 pub mod status;
 pub mod tenancy;

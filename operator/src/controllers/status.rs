@@ -1,16 +1,14 @@
 //! The status every kind gets: `observedGeneration` and a `Ready` condition, written with
 //! server-side apply to the status subresource. Kind-specific controllers build on it.
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures::{Future, StreamExt};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::controller::Action,
 };
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -140,30 +138,4 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         })
         .inc();
     Action::requeue(Duration::from_secs(5))
-}
-
-/// A controller for kind `K` that writes `observedGeneration` and `Ready`, until `shutdown`.
-pub fn ready_controller<K>(
-    ctx: SharedContext,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Future<Output = ()> + Send
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<K> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile_ready::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "controller event");
-            }
-        })
 }

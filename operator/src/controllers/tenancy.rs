@@ -37,8 +37,9 @@ use super::{
 };
 use crate::{
     api::{
-        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState, Phase,
-        PriceBook, QuotaHolding, ResourceRequest, SettlementReport, resource_request::QuotaChange,
+        Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, HoldingState,
+        MigrationWorkload, Phase, PriceBook, QuotaHolding, ResourceRequest, SettlementReport,
+        resource_request::QuotaChange,
     },
     billing::{Prices, estimate_monthly},
     conditions::{self, condition},
@@ -60,6 +61,7 @@ pub struct Tenancy {
     pub providers: Store<CloudProvider>,
     /// SettlementReports: finalized ones say which periods are settled.
     pub reports: Store<SettlementReport>,
+    pub migrations: Store<MigrationWorkload>,
     ledger: Mutex<Ledger>,
     /// Reconciles requests whose quota decision changed in another request's pass.
     trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
@@ -75,6 +77,7 @@ pub struct Stores {
     pub policies: Store<ApprovalPolicy>,
     pub providers: Store<CloudProvider>,
     pub reports: Store<SettlementReport>,
+    pub migrations: Store<MigrationWorkload>,
 }
 
 #[derive(Default)]
@@ -117,6 +120,7 @@ impl Tenancy {
             price_books: stores.price_books,
             approvals: stores.approvals,
             policies: stores.policies,
+            migrations: stores.migrations,
             providers: stores.providers,
             reports: stores.reports,
             ledger: Mutex::default(),

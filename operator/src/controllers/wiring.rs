@@ -13,13 +13,13 @@ use tracing::debug;
 use super::{
     SharedContext,
     department::reconcile_department,
-    lifecycle, settlement,
+    lifecycle, migration, settlement,
     status::{error_policy, reconcile_ready},
     tenancy::{self, Stores},
 };
 use crate::api::{
-    Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, PriceBook, ResourceRequest,
-    SettlementReport,
+    Approval, ApprovalPolicy, CloudProvider, CloudQuota, Department, MigrationWorkload, PriceBook,
+    ResourceRequest, SettlementReport,
 };
 
 /// The tenancy and lifecycle controllers, built before they run so their stores can be shared.
@@ -32,6 +32,7 @@ pub struct TenancyControllers {
     pub policies: Controller<ApprovalPolicy>,
     pub providers: Controller<CloudProvider>,
     pub reports: Controller<SettlementReport>,
+    pub migrations: Controller<MigrationWorkload>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
@@ -45,6 +46,7 @@ pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
         policies: Controller::new(Api::<ApprovalPolicy>::all(client.clone()), cfg()),
         providers: Controller::new(Api::<CloudProvider>::all(client.clone()), cfg()),
         reports: Controller::new(Api::<SettlementReport>::all(client.clone()), cfg()),
+        migrations: Controller::new(Api::<MigrationWorkload>::all(client.clone()), cfg()),
     }
 }
 
@@ -60,6 +62,7 @@ impl TenancyControllers {
             policies: self.policies.store(),
             providers: self.providers.store(),
             reports: self.reports.store(),
+            migrations: self.migrations.store(),
         }
     }
 
@@ -80,7 +83,7 @@ impl TenancyControllers {
 
         // A Department re-reconciles when its namespaces, bindings or policies change, and when
         // requests or quotas in its namespaces (or below it) change its usage figures.
-        let (t1, t2) = (t.clone(), t.clone());
+        let (t1, t2, t5) = (t.clone(), t.clone(), t.clone());
         let departments = self
             .departments
             .owns(Api::<Namespace>::all(client.clone()), cfg())
@@ -94,6 +97,11 @@ impl TenancyControllers {
             .watches(Api::<CloudQuota>::all(client.clone()), cfg(), move |q| {
                 departments_above(&t2, q.namespace())
             })
+            .watches(
+                Api::<MigrationWorkload>::all(client.clone()),
+                cfg(),
+                move |mw| departments_above(&t5, mw.namespace()),
+            )
             .graceful_shutdown_on(stop())
             .run(
                 reconcile_department,
@@ -184,8 +192,21 @@ impl TenancyControllers {
 
         let reports = settlement::run(self.reports, ctx.clone(), stop());
 
+        // A workload follows the ResourceRequest it owns.
+        let migrations = self
+            .migrations
+            .owns(Api::<ResourceRequest>::all(client.clone()), cfg())
+            .graceful_shutdown_on(stop())
+            .run(
+                migration::reconcile_workload,
+                error_policy::<MigrationWorkload>,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
         futures::join!(
             reports,
+            migrations,
             departments,
             quotas,
             requests,

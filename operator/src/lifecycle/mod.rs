@@ -19,4 +19,5 @@
 
 pub mod filing;
 pub mod machine;
+pub mod migration;
 pub mod policy;

@@ -229,3 +229,34 @@ fn plugin_arguments_parse() {
     }
     assert!(PluginCli::try_parse_from(["kubectl-yunzhang", "crd"]).is_err());
 }
+
+#[test]
+fn migration_advance_goes_forward_or_rolls_back_and_never_past_a_final_phase() {
+    use crate::api::migration_workload::{MigrationGate as G, MigrationPhase as P};
+    let mw = |phase: P| {
+        let mut mw: MigrationWorkload = serde_json::from_value(serde_json::json!({
+            "apiVersion": "yunzhang.io/v1alpha1", "kind": "MigrationWorkload",
+            "metadata": {"name": "nontax-legacy", "namespace": "gx-finance"},
+            "spec": {"system": {"name": "非税收入管理系统", "code": "GXCZ-SYS-004"}, "strategy": "rehost"},
+        }))
+        .expect("workload");
+        mw.status = Some(crate::api::migration_workload::MigrationWorkloadStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        mw
+    };
+    assert_eq!(advance_refusal(&mw(P::Migrating), G::CutOver), None);
+    assert_eq!(advance_refusal(&mw(P::Planned), G::Decommissioned), None);
+    assert_eq!(advance_refusal(&mw(P::Verified), G::RolledBack), None);
+    assert_eq!(
+        advance_refusal(&mw(P::Verified), G::CutOver).as_deref(),
+        Some("nontax-legacy is already Verified: advance to a later phase, or to RolledBack")
+    );
+    assert_eq!(
+        advance_refusal(&mw(P::Decommissioned), G::RolledBack).as_deref(),
+        Some("nontax-legacy is Decommissioned, which is final")
+    );
+    assert!(parse_gate("Migrating").is_err());
+    assert_eq!(parse_gate("CutOver"), Ok(G::CutOver));
+}

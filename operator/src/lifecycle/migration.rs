@@ -1,0 +1,312 @@
+//! The lifecycle of a MigrationWorkload: Planned → Approved → Provisioning → Migrating → CutOver
+//! → Verified → Decommissioned, with RolledBack and Rejected. Pure: no I/O, no clock (the time
+//! is an input).
+//!
+//! Approval and provisioning are the target ResourceRequest's: the workload owns one request
+//! for `spec.target`, which goes through the request lifecycle (quota, plan, the department's
+//! ApprovalPolicy — a `sensitive` workload gives a `sensitive` request, so the policy's stages
+//! with `when.classification: [sensitive]` apply and it is never auto-approved — filing,
+//! provisioning). The workload follows it: approved once the request is past approval,
+//! Migrating once it is Active. From there the department moves it on by hand
+//! (`spec.advanceTo`): CutOver (only inside the cutover window), Verified, Decommissioned; or
+//! RolledBack, which retires the target request.
+//!
+//! A workload without `spec.target` (typically `retire`, or `integrate` into a system that is
+//! already on the cloud) asks for no resources, so there is nothing to approve or provision:
+//! it goes straight to Migrating and waits for its gates.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    Phase,
+    migration_workload::{MigrationGate, MigrationPhase},
+    resource_request::DesiredLifecycle,
+};
+
+/// What the shell observed of the owned ResourceRequest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestView {
+    pub name: String,
+    /// `status.phase`; `None` before the operator first reconciled it.
+    pub phase: Option<Phase>,
+    pub lifecycle: DesiredLifecycle,
+    /// Whether its items and classification are the workload's `spec.target` and
+    /// `spec.classification`.
+    pub matches_target: bool,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    pub phase: MigrationPhase,
+    /// Whether `spec.target` names resources.
+    pub has_target: bool,
+    /// The owned request, if it exists.
+    pub request: Option<RequestView>,
+    pub advance_to: Option<MigrationGate>,
+    /// `spec.cutover` (notBefore, notAfter), parsed.
+    pub cutover: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub now: DateTime<Utc>,
+}
+
+/// What the shell does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the target ResourceRequest (owned by the workload, on behalf of its requester).
+    CreateRequest,
+    /// Bring the target request's items and classification in line with the workload's (a
+    /// change: the request re-plans and is re-approved when its policy says so).
+    UpdateRequest,
+    /// Set the target request's `spec.lifecycle: Retired` (it exits through the request
+    /// lifecycle: destroy, quota released, billing closed).
+    RetireRequest,
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub phase: MigrationPhase,
+    pub message: String,
+    pub actions: Vec<Action>,
+    /// Look again at this time (the cutover window opens).
+    pub recheck_at: Option<DateTime<Utc>>,
+}
+
+impl Decision {
+    fn stay(input: &Input, message: impl Into<String>) -> Self {
+        Decision {
+            phase: input.phase,
+            message: message.into(),
+            actions: Vec::new(),
+            recheck_at: None,
+        }
+    }
+    fn to(phase: MigrationPhase, message: impl Into<String>) -> Self {
+        Decision {
+            phase,
+            message: message.into(),
+            actions: Vec::new(),
+            recheck_at: None,
+        }
+    }
+}
+
+/// Whether the request is past approval (approved, then provisioning or further).
+fn past_approval(phase: Option<Phase>) -> bool {
+    matches!(
+        phase,
+        Some(Phase::Provisioning | Phase::Active | Phase::Changing | Phase::Failed)
+    )
+}
+
+/// One step: the phase the workload is in after what was observed, and what to do. The shell
+/// repeats it (see [`settle`]) until the phase stops moving.
+pub fn decide(input: &Input) -> Decision {
+    use MigrationPhase as P;
+    let rr = input.request.as_ref();
+    let retire_request = || {
+        rr.filter(|r| r.lifecycle == DesiredLifecycle::Active)
+            .map(|_| vec![Action::RetireRequest])
+            .unwrap_or_default()
+    };
+    match input.phase {
+        P::Decommissioned => {
+            return Decision::stay(
+                input,
+                "migration complete: the legacy system is decommissioned",
+            );
+        }
+        P::Rejected => {
+            return Decision::stay(
+                input,
+                format!(
+                    "the target ResourceRequest {} was rejected; register the system again to retry",
+                    rr.map_or("", |r| r.name.as_str())
+                ),
+            );
+        }
+        P::RolledBack => {
+            return Decision {
+                actions: retire_request(),
+                ..Decision::stay(
+                    input,
+                    "rolled back: the legacy system stays in service and the target resources are retired",
+                )
+            };
+        }
+        _ => {}
+    }
+    if input.advance_to == Some(MigrationGate::RolledBack) {
+        return Decision {
+            actions: retire_request(),
+            ..Decision::to(
+                P::RolledBack,
+                "rolled back: the legacy system stays in service and the target resources are retired",
+            )
+        };
+    }
+    if input.has_target && input.phase < P::Migrating {
+        let Some(r) = rr else {
+            return Decision {
+                actions: vec![Action::CreateRequest],
+                ..Decision::stay(input, "creating the target ResourceRequest")
+            };
+        };
+        if r.phase == Some(Phase::Rejected) {
+            return Decision::to(
+                P::Rejected,
+                format!("the target ResourceRequest {} was rejected", r.name),
+            );
+        }
+        return match input.phase {
+            P::Planned if past_approval(r.phase) => Decision::to(
+                P::Approved,
+                format!("the target ResourceRequest {} was approved", r.name),
+            ),
+            P::Planned => Decision::stay(
+                input,
+                format!(
+                    "waiting for the target ResourceRequest {} to be approved (it is {}); approvers: kubectl yunzhang approve {} --stage STAGE",
+                    r.name,
+                    r.phase
+                        .map_or("not yet reconciled".to_owned(), |p| p.to_string()),
+                    r.name
+                ),
+            ),
+            P::Approved if past_approval(r.phase) => Decision::to(
+                P::Provisioning,
+                format!("the target ResourceRequest {} is being provisioned", r.name),
+            ),
+            P::Provisioning if r.phase == Some(Phase::Active) => Decision::to(
+                P::Migrating,
+                format!(
+                    "the target resources ({}) are Active: migrate the data, then advance to CutOver",
+                    r.name
+                ),
+            ),
+            _ => Decision::stay(
+                input,
+                format!(
+                    "the target ResourceRequest {} is {}",
+                    r.name,
+                    r.phase
+                        .map_or("not yet reconciled".to_owned(), |p| p.to_string())
+                ),
+            ),
+        };
+    }
+    if input.phase < P::Migrating {
+        return Decision::to(
+            P::Migrating,
+            "no target resources to approve or provision: migrate, then advance to CutOver",
+        );
+    }
+    let wanted = input.advance_to.map(MigrationGate::phase);
+    match input.phase {
+        P::Migrating if wanted >= Some(P::CutOver) => match input.cutover {
+            Some((not_before, _)) if input.now < not_before => Decision {
+                recheck_at: Some(not_before),
+                ..Decision::stay(
+                    input,
+                    format!(
+                        "cutover requested: waiting for the cutover window, which opens at {}",
+                        not_before.to_rfc3339()
+                    ),
+                )
+            },
+            Some((_, not_after)) if input.now > not_after => Decision::stay(
+                input,
+                format!(
+                    "cutover requested, but the cutover window closed at {}: set a new spec.cutover window",
+                    not_after.to_rfc3339()
+                ),
+            ),
+            _ => Decision::to(
+                P::CutOver,
+                "cut over to the cloud: verify the system, then advance to Verified",
+            ),
+        },
+        P::Migrating => Decision::stay(
+            input,
+            "migrating: advance to CutOver when the data is moved (kubectl yunzhang migration advance NAME --to CutOver)",
+        ),
+        P::CutOver if wanted >= Some(P::Verified) => Decision::to(
+            P::Verified,
+            "verified on the cloud: advance to Decommissioned once the legacy system is switched off",
+        ),
+        P::CutOver => Decision::stay(
+            input,
+            "cut over: advance to Verified once the system is checked on the cloud",
+        ),
+        P::Verified if wanted == Some(P::Decommissioned) => Decision::to(
+            P::Decommissioned,
+            "migration complete: the legacy system is decommissioned",
+        ),
+        _ => Decision::stay(
+            input,
+            "verified on the cloud: advance to Decommissioned once the legacy system is switched off",
+        ),
+    }
+}
+
+/// The outcome of [`settle`]: the phases entered in order (for `status.history`), and the last
+/// step's decision with every action taken on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    pub entered: Vec<MigrationPhase>,
+    pub decision: Decision,
+}
+
+/// Step until the phase stops moving (a workload whose request is already Active goes from
+/// Planned to Migrating in one reconcile, entering each phase on the way). A changed
+/// `spec.target` is carried to the request while it is wanted (not rolled back or rejected).
+pub fn settle(input: &Input) -> Settled {
+    let mut settled = settle_phase(input);
+    let d = &mut settled.decision;
+    let outdated = input.request.as_ref().is_some_and(|r| {
+        !r.matches_target && r.lifecycle == DesiredLifecycle::Active && input.has_target
+    });
+    if outdated
+        && !matches!(
+            d.phase,
+            MigrationPhase::RolledBack | MigrationPhase::Rejected
+        )
+        && !d.actions.contains(&Action::RetireRequest)
+    {
+        d.actions.push(Action::UpdateRequest);
+    }
+    settled
+}
+
+fn settle_phase(input: &Input) -> Settled {
+    let mut input = input.clone();
+    let mut entered = Vec::new();
+    let mut actions = Vec::new();
+    // Each step moves forward or stops; there are fewer phases than this bound.
+    for _ in 0..16 {
+        let mut d = decide(&input);
+        for a in d.actions.drain(..) {
+            if !actions.contains(&a) {
+                actions.push(a);
+            }
+        }
+        if d.phase == input.phase {
+            d.actions = actions;
+            return Settled {
+                entered,
+                decision: d,
+            };
+        }
+        entered.push(d.phase);
+        input.phase = d.phase;
+    }
+    let mut d = decide(&input);
+    d.actions = actions;
+    Settled {
+        entered,
+        decision: d,
+    }
+}
+
+#[cfg(test)]
+mod tests;
