@@ -615,6 +615,13 @@ async fn opentofu_state_and_outputs_then_destroy(
         (plan.add, plan.change, plan.destroy) == (1, 0, 0),
         "plan {plan:?}"
     );
+    ensure!(
+        plan.resources
+            .iter()
+            .any(|r| r.address.starts_with("module.web.") && r.action == "create"),
+        "per-address summary {:?}",
+        plan.resources
+    );
     let state = format!("tfstate-default-{uid}");
     Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
         .get(&state)

@@ -373,6 +373,19 @@ pub struct PlanSummary {
     /// ConfigMap (owned by the request) holding the workspace and the readable plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<String>,
+    /// What the plan does, per resource address (at most 100 listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub resources: Vec<PlannedResource>,
+}
+
+/// One resource of a plan and what the plan does to it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct PlannedResource {
+    /// e.g. `module.web.terraform_data.instance[0]`.
+    pub address: String,
+    /// `create`, `update`, `delete`, or both for a replacement (e.g. `delete+create`).
+    pub action: String,
 }
 
 /// The approval stage a request waits in.

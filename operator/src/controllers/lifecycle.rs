@@ -41,7 +41,7 @@ use crate::{
         SubjectKind, annotations,
         resource_request::{
             ApprovalRecord, Estimate, MeteredInterval, MeteredItem, PlanFailure, PlanSummary,
-            RunPhase, RunRecord, StageStatus,
+            PlannedResource, RunPhase, RunRecord, StageStatus,
         },
     },
     billing::{self, MonthlyEstimate, estimate_monthly, money::format_signed},
@@ -165,7 +165,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     };
     let decision = machine::decide(&world.input);
     let now = Utc::now();
-    let (actions, retry_in) = gate_retries(&decision.actions, &old, now);
+    let (actions, retry_in) = gate_retries(&decision.actions, &old, now, jitter_of(&uid));
 
     let mut st = old.clone();
     st.quota = world.holding.as_ref().map(Holding::to_api);
@@ -243,6 +243,11 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                         Ok(outcome) => {
                             run.state = RunPhase::Succeeded;
                             st.outputs = outcome.outputs;
+                            if let Err(e) =
+                                save_secret_outputs(&ctx, &rr, &outcome.secret_outputs).await
+                            {
+                                warn!(error = %e, "could not save the secret outputs");
+                            }
                         }
                         Err(message) => {
                             run.state = RunPhase::Failed;
@@ -665,6 +670,14 @@ fn approval_facts(a: &Approval, departments: &[Arc<Department>]) -> ApprovalFact
     }
 }
 
+/// A request's backoff jitter, in [0, 0.5): fixed per request (from its uid), so a recomputed
+/// decision waits as long as the one before it.
+fn jitter_of(uid: &str) -> f64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(uid.as_bytes());
+    f64::from(digest[0]) / 512.0
+}
+
 /// Plans, applies and destroys that failed wait before they are tried again: 2^n seconds
 /// after the n-th failure, at most five minutes. Returns the actions to perform now, and when
 /// to come back for the ones held back.
@@ -672,11 +685,13 @@ fn gate_retries(
     actions: &[Step],
     old: &ResourceRequestStatus,
     now: DateTime<Utc>,
+    jitter: f64,
 ) -> (Vec<Step>, Option<Duration>) {
     let wait = |attempts: u32, at: Option<&str>| -> Option<Duration> {
         let at = DateTime::parse_from_rfc3339(at?).ok()?.with_timezone(&Utc);
-        let backoff =
-            chrono::Duration::seconds(1i64 << attempts.min(8)).min(chrono::Duration::minutes(5));
+        // Spread so that requests failing together don't retry together.
+        let millis = (1000.0 * (1u64 << attempts.min(8)) as f64 * (1.0 + jitter)) as i64;
+        let backoff = chrono::Duration::milliseconds(millis).min(chrono::Duration::minutes(5));
         let remaining = at + backoff - now;
         (remaining > chrono::Duration::zero()).then(|| remaining.to_std().unwrap_or_default())
     };
@@ -799,6 +814,15 @@ async fn plan(
                 }
             };
             st.plan = Some(PlanSummary {
+                resources: outcome
+                    .resources
+                    .iter()
+                    .take(100)
+                    .map(|r| PlannedResource {
+                        address: r.address.clone(),
+                        action: r.actions.join("+"),
+                    })
+                    .collect(),
                 hash: outcome.hash,
                 generation,
                 add: outcome.add,
@@ -981,6 +1005,40 @@ async fn check_drift(
         };
         publish_event(ctx, rr, type_, reason, "DriftCheck", message).await;
     }
+}
+
+/// Outputs marked sensitive, in the Secret `<request>-outputs` owned by the request (never in
+/// status, events or logs). Replaced on every apply; empty when there are none.
+async fn save_secret_outputs(
+    ctx: &SharedContext,
+    rr: &ResourceRequest,
+    outputs: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let name = format!("{}-outputs", rr.name_any());
+    let owner = rr.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(false);
+        o
+    });
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": rr.namespace(),
+            "labels": {"app.kubernetes.io/managed-by": "yunzhang", "yunzhang.io/request": rr.name_any()},
+            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+        },
+        "type": "Opaque",
+        "stringData": outputs,
+    });
+    Api::<Secret>::namespaced(ctx.client.clone(), &rr.namespace().unwrap_or_default())
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await?;
+    Ok(())
 }
 
 /// The workspace last planned, as kept in the plan ConfigMap (see [`save_plan`]).
@@ -1318,12 +1376,12 @@ mod tests {
             generation: 1,
         };
         // Third failure: 8 s backoff, 3 s gone.
-        let (kept, retry) = gate_retries(&[apply.clone(), Step::StartBilling], &old, now);
+        let (kept, retry) = gate_retries(&[apply.clone(), Step::StartBilling], &old, now, 0.0);
         assert_eq!(kept, vec![Step::StartBilling]);
         assert_eq!(retry, Some(Duration::from_secs(5)));
         // After the backoff it runs.
         let later = now + chrono::Duration::seconds(6);
-        let (kept, retry) = gate_retries(std::slice::from_ref(&apply), &old, later);
+        let (kept, retry) = gate_retries(std::slice::from_ref(&apply), &old, later, 0.0);
         assert_eq!(kept, vec![apply.clone()]);
         assert_eq!(retry, None);
         // A different plan is not held back by another plan's failures.
@@ -1331,7 +1389,7 @@ mod tests {
             plan_hash: "sha256:b".into(),
             generation: 2,
         };
-        let (kept, _) = gate_retries(std::slice::from_ref(&other), &old, now);
+        let (kept, _) = gate_retries(std::slice::from_ref(&other), &old, now, 0.0);
         assert_eq!(kept, vec![other]);
     }
 

@@ -870,8 +870,18 @@ mod tests {
         assert!(err.0.contains("time limit"), "{err}");
         assert!(err.0.contains("timeoutSeconds"), "{err}");
         // The grandchild went with the group: gone, or a zombie waiting to be reaped.
+        // (SIGKILL is delivered at once but takes effect asynchronously: allow it a moment.)
         let pid = std::fs::read_to_string(&pids).expect("pid file");
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        let gone =
+            |stat: &std::io::Result<String>| stat.as_ref().map_or(true, |s| s.contains(") Z "));
+        let mut stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        for _ in 0..40 {
+            if gone(&stat) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        }
         assert!(
             stat.as_deref().map_or(true, |s| s.contains(") Z ")),
             "the background sleep still runs: {stat:?}"
