@@ -431,22 +431,10 @@ pub fn status_text(rr: &ResourceRequest, events: Result<&[Event], &str>) -> Stri
 /// Run one plugin verb, printing its result to stdout, or `error: …` (what went wrong and what
 /// to do) to stderr. Returns the process exit code.
 pub fn main(command: PluginCommand) -> i32 {
-    crate::run::install_crypto_provider();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(command)));
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
-        }
-    }
+    super::exit_code(async move {
+        print!("{}", run(command).await?);
+        Ok(())
+    })
 }
 
 /// A client as the kubeconfig's user, and the namespace to use.

@@ -61,19 +61,7 @@ pub struct SettlementArgs {
 
 /// Entry point; the exit code.
 pub fn main(command: ReportCommand) -> i32 {
-    crate::run::install_crypto_provider();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(command)));
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
-        }
-    }
+    super::exit_code(run(command))
 }
 
 async fn run(command: ReportCommand) -> anyhow::Result<()> {

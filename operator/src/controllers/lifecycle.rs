@@ -25,7 +25,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{controller::Action, events::EventType},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -38,7 +38,7 @@ use super::{
 use crate::{
     api::{
         Approval, CloudProvider, Department, Phase, ResourceRequest, ResourceRequestStatus,
-        SubjectKind, annotations,
+        annotations,
         resource_request::{
             ApprovalRecord, Estimate, MeteredInterval, MeteredItem, PlanFailure, PlanSummary,
             PlannedResource, RunPhase, RunRecord, StageStatus,
@@ -473,15 +473,9 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         .as_deref()
         .ok_or_else(|| format!("Department {dept_name} names no spec.provider"))
         .and_then(|p| {
-            t.providers
-                .state()
-                .into_iter()
-                .find(|cp| cp.name_any() == p)
-                .ok_or_else(|| {
-                    format!(
-                        "CloudProvider {p} (Department {dept_name}'s spec.provider) does not exist"
-                    )
-                })
+            t.providers.get(&ObjectRef::new(p)).ok_or_else(|| {
+                format!("CloudProvider {p} (Department {dept_name}'s spec.provider) does not exist")
+            })
         });
 
     let plan = match (&status.plan_failure, &status.plan) {
@@ -496,16 +490,8 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         _ => PlanState::NotPlanned,
     };
 
-    let policy_name = department
-        .spec
-        .approval_policy
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let policy = t
-        .policies
-        .state()
-        .into_iter()
-        .find(|p| p.name_any() == policy_name);
+    let policy_name = department.approval_policy_name().to_owned();
+    let policy = t.policies.get(&ObjectRef::new(&policy_name));
     let mut policy_problem = None;
     let evaluation = match (&plan, &policy) {
         (
@@ -642,16 +628,7 @@ fn approval_facts(a: &Approval, departments: &[Arc<Department>]) -> ApprovalFact
         .unwrap_or_default();
     let departments = departments
         .iter()
-        .filter(|d| {
-            d.spec
-                .admins
-                .iter()
-                .chain(&d.spec.members)
-                .any(|s| match s.kind {
-                    SubjectKind::User => s.name == user,
-                    SubjectKind::Group => groups.contains(&s.name),
-                })
-        })
+        .filter(|d| d.includes(&user, &groups))
         .map(|d| d.name_any())
         .collect();
     ApprovalFacts {
