@@ -441,7 +441,17 @@ async fn local_executor_runs_a_request_through_plan_apply_resize_drift_and_destr
     );
     let web: Value = serde_json::from_str(&applied.outputs["web"]).expect("web output is JSON");
     assert_eq!(web["ids"].as_array().map(Vec::len), Some(2), "{web:#}");
-    assert!(applied.secret_outputs.is_empty());
+    // The modules' generated passwords are sensitive: only in secret_outputs, under
+    // `<item>.<output>`, and not in the items' shown outputs.
+    let secret_keys: Vec<&str> = applied.secret_outputs.keys().map(String::as_str).collect();
+    assert_eq!(secret_keys, ["db.admin_password", "web.initial_password"]);
+    for (key, password) in &applied.secret_outputs {
+        assert!(
+            password.len() == 24 && password.chars().all(|c| c.is_ascii_hexdigit()),
+            "{key}: {password:?}"
+        );
+    }
+    assert!(db.get("admin_password").is_none() && web.get("initial_password").is_none());
 
     // The same hash again (as after a restart mid-run): success, and state untouched.
     let twice = executor

@@ -610,6 +610,41 @@ async fn opentofu_state_and_outputs_then_destroy(
     let uid = rr.metadata.uid.clone().context("uid")?;
     let st = rr.status.clone().unwrap();
     ensure!(!st.outputs.is_empty(), "no outputs in status: {st:?}");
+    // The ecs module's generated password is sensitive: in the Secret the request owns, never
+    // in status.
+    ensure!(
+        !st.outputs["web"].contains("initial_password"),
+        "{:?}",
+        st.outputs
+    );
+    let outputs = Api::<Secret>::namespaced(client.clone(), ns)
+        .get("tofu-outputs")
+        .await
+        .context("Secret tofu-outputs")?;
+    let password = outputs
+        .data
+        .as_ref()
+        .and_then(|d| d.get("web.initial_password"))
+        .with_context(|| {
+            format!(
+                "web.initial_password in {:?}",
+                outputs.data.as_ref().map(|d| d.keys().collect::<Vec<_>>())
+            )
+        })?;
+    ensure!(
+        password.0.len() == 24,
+        "password of {} bytes",
+        password.0.len()
+    );
+    ensure!(
+        outputs
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o.uid == uid)),
+        "the request owns its outputs Secret: {:?}",
+        outputs.metadata.owner_references
+    );
     let plan = st.plan.clone().context("plan")?;
     ensure!(
         (plan.add, plan.change, plan.destroy) == (1, 0, 0),

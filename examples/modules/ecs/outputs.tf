@@ -20,3 +20,9 @@ output "tags" {
   description = "Tags put on every instance."
   value       = var.tags
 }
+
+output "initial_password" {
+  description = "Initial login password of the instances (generated; rotate it after the first login)."
+  value       = substr(sha256(join(",", terraform_data.instance[*].id)), 0, 24)
+  sensitive   = true
+}

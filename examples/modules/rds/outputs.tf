@@ -25,3 +25,9 @@ output "tags" {
   description = "Tags put on every instance."
   value       = var.tags
 }
+
+output "admin_password" {
+  description = "Initial administrator password of the database (generated; rotate it after the first login)."
+  value       = substr(sha256(join(",", terraform_data.instance[*].id)), 0, 24)
+  sensitive   = true
+}

@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{RenderedWorkspace, RequestRef};
+use super::{RenderedWorkspace, RequestRef, render::SENSITIVE_OUTPUT};
 
 /// What a plan would do, for the approvers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -308,18 +308,29 @@ fn canonical(value: &Value) -> Value {
 }
 
 /// Outputs of `tofu output -json` split into shown and sensitive ones; values that are not
-/// strings are written as compact JSON.
+/// strings are written as compact JSON. The renderer's [`SENSITIVE_OUTPUT`] (`{item: {output:
+/// value}}`) becomes one secret per module output, keyed `<item>.<output>`; any other output
+/// marked sensitive is a secret under its own name.
 pub fn split_outputs(outputs: &Value) -> ApplyOutcome {
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let mut outcome = ApplyOutcome::default();
     for (name, output) in outputs.as_object().into_iter().flatten() {
-        let value = match &output["value"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if output["sensitive"].as_bool().unwrap_or(false) {
-            outcome.secret_outputs.insert(name.clone(), value);
+        let value = &output["value"];
+        if name == SENSITIVE_OUTPUT {
+            for (item, module_outputs) in value.as_object().into_iter().flatten() {
+                for (key, value) in module_outputs.as_object().into_iter().flatten() {
+                    outcome
+                        .secret_outputs
+                        .insert(format!("{item}.{key}"), text(value));
+                }
+            }
+        } else if output["sensitive"].as_bool().unwrap_or(false) {
+            outcome.secret_outputs.insert(name.clone(), text(value));
         } else {
-            outcome.outputs.insert(name.clone(), value);
+            outcome.outputs.insert(name.clone(), text(value));
         }
     }
     outcome
@@ -489,8 +500,21 @@ mod tests {
             "db": {"sensitive": false, "type": "object", "value": {"endpoint": "db:3306", "port": 3306}},
             "name": {"sensitive": false, "type": "string", "value": "web"},
             "password": {"sensitive": true, "type": "string", "value": "s3cret"},
+            "_sensitive": {"sensitive": true, "type": "object", "value": {
+                "db": {"admin_password": "pw", "ca": {"pem": "x"}},
+                "web": {},
+            }},
         });
         let outcome = split_outputs(&outputs);
+        assert_eq!(outcome.secret_outputs["db.admin_password"], "pw");
+        assert_eq!(outcome.secret_outputs["db.ca"], r#"{"pem":"x"}"#);
+        assert_eq!(
+            outcome.secret_outputs.len(),
+            3,
+            "{:?}",
+            outcome.secret_outputs
+        );
+        assert!(!outcome.outputs.contains_key("_sensitive"));
         assert_eq!(
             outcome.outputs["db"],
             r#"{"endpoint":"db:3306","port":3306}"#

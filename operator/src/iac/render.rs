@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hcl::{
-    Attribute, Block, Body, Expression, Identifier, ObjectKey, TemplateExpr, Traversal, Variable,
+    Attribute, Block, Body, Expression, ForExpr, FuncCall, Identifier, ObjectKey, TemplateExpr,
+    Traversal, UnaryOp, UnaryOperator, Variable,
     format::{Format, Formatter},
 };
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ use crate::api::{
 pub const MAIN_TF: &str = "main.tf";
 /// File name of the root module's outputs.
 pub const OUTPUTS_TF: &str = "outputs.tf";
+/// The root output holding every item's sensitive module outputs, as `{item: {output: value}}`;
+/// its leading `_` keeps it apart from item outputs (item names start with a letter).
+pub const SENSITIVE_OUTPUT: &str = "_sensitive";
 
 /// Tag: the department the resources belong to (the `Department` name).
 pub const TAG_DEPARTMENT: &str = DEPARTMENT_LABEL;
@@ -281,16 +285,25 @@ pub fn render_workspace(input: &WorkspaceInput) -> Result<RenderedWorkspace, Ren
         main = main.add_block(terraform);
     }
     let mut outputs = Body::builder();
+    let mut sensitive = Vec::new();
     for item in items {
         let name = module_name(&item.name)?;
         main = main.add_block(module_block(input, item, &name, &tags)?);
         outputs = outputs.add_block(
             Block::builder("output")
                 .add_label(name.as_str())
-                .add_attribute(("value", module_ref(&name)))
+                .add_attribute(("value", module_outputs(&name, false)))
                 .build(),
         );
+        sensitive.push((ObjectKey::from(name.clone()), module_outputs(&name, true)));
     }
+    outputs = outputs.add_block(
+        Block::builder("output")
+            .add_label(SENSITIVE_OUTPUT)
+            .add_attribute(("value", Expression::Object(sensitive.into_iter().collect())))
+            .add_attribute(("sensitive", true))
+            .build(),
+    );
 
     let files = BTreeMap::from([
         (MAIN_TF.to_owned(), format_file(&main.build())?),
@@ -379,10 +392,29 @@ fn module_name(item_name: &str) -> Result<Identifier, RenderError> {
 }
 
 /// `module.<name>`.
-fn module_ref(name: &Identifier) -> Expression {
-    Traversal::builder(Variable::unchecked("module"))
+/// The outputs of module `name` that are (`sensitive`) or are not marked sensitive, as an object:
+/// `{ for k, v in module.<name> : k => v if [!]issensitive(v) }`. A module output is marked as a
+/// whole or not at all (OpenTofu refuses an unmarked output holding a sensitive value), so the
+/// two halves split every module's outputs without the CloudProvider having to list them.
+fn module_outputs(name: &Identifier, sensitive: bool) -> Expression {
+    let module: Expression = Traversal::builder(Variable::unchecked("module"))
         .attr(name.clone())
         .build()
+        .into();
+    let (k, v) = (Identifier::unchecked("k"), Identifier::unchecked("v"));
+    let is_sensitive: Expression = FuncCall::builder(Identifier::unchecked("issensitive"))
+        .arg(Variable::from(v.clone()))
+        .build()
+        .into();
+    let cond = if sensitive {
+        is_sensitive
+    } else {
+        UnaryOp::new(UnaryOperator::Not, is_sensitive).into()
+    };
+    ForExpr::new(v.clone(), module, Variable::from(v))
+        .with_key_var(k.clone())
+        .with_key_expr(Variable::from(k))
+        .with_cond_expr(cond)
         .into()
 }
 
@@ -1111,9 +1143,10 @@ mod tests {
         let mut output_names: Vec<_> = blocks(&outputs, "output").into_iter().map(label).collect();
         output_names.sort_unstable();
         let mut item_names: Vec<_> = input.items.iter().map(|i| i.name.as_str()).collect();
+        item_names.push(SENSITIVE_OUTPUT);
         item_names.sort_unstable();
         assert_eq!(output_names, item_names);
-        assert_eq!(outputs.iter().count(), input.items.len());
+        assert_eq!(outputs.iter().count(), input.items.len() + 1);
     }
 
     /// Something that differs in exactly one field of one item.
