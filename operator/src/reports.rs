@@ -10,12 +10,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use rust_decimal::Decimal;
 
-use crate::api::settlement_report::{ReportPhase, Scope};
+use crate::api::settlement_report::{ChecksumAlgorithm, ReportPhase, Scope};
 use crate::api::{Department, PriceBook, ResourceRequest, SettlementReport};
 use crate::billing::{
-    self, BillingConfig, Period, SettlementLine, SystemClock, archive,
+    self, BillingConfig, Period, SettlementLine, SystemClock, archive, checksum_like,
+    checksum_with,
     export::{self, SettlementDocument},
-    settlement::checksum,
 };
 use crate::controllers::settlement::LINES_KEY;
 
@@ -98,9 +98,18 @@ pub async fn of_report(client: &Client, name: &str) -> Result<SettlementDocument
                 &report.spec.scope,
                 lines,
                 format!("finalized report {name}"),
+                report.spec.checksum_algorithm,
             ))
         }
-        _ => compute(client, &period, &report.spec.scope).await,
+        _ => {
+            compute(
+                client,
+                &period,
+                &report.spec.scope,
+                report.spec.checksum_algorithm,
+            )
+            .await
+        }
     }
 }
 
@@ -109,6 +118,7 @@ pub async fn compute(
     client: &Client,
     period: &Period,
     scope: &Scope,
+    algorithm: ChecksumAlgorithm,
 ) -> Result<SettlementDocument, ReportError> {
     let lp = ListParams::default();
     let requests = Api::<ResourceRequest>::all(client.clone())
@@ -131,6 +141,7 @@ pub async fn compute(
             "computed {}",
             Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
         ),
+        algorithm,
     ))
 }
 
@@ -162,6 +173,7 @@ pub fn document(
     scope: &Scope,
     lines: Vec<SettlementLine>,
     source: String,
+    algorithm: ChecksumAlgorithm,
 ) -> SettlementDocument {
     let total: Decimal = lines.iter().map(|l| l.amount).sum();
     SettlementDocument {
@@ -171,7 +183,7 @@ pub fn document(
         total: format!("{total:.2}"),
         currency: "CNY",
         line_count: lines.len(),
-        checksum: checksum(&lines),
+        checksum: checksum_with(&lines, algorithm),
         source,
         lines,
     }
@@ -189,7 +201,7 @@ pub fn for_department(doc: SettlementDocument, department: &str) -> SettlementDo
         departments: vec![department.to_owned()],
         total: format!("{total:.2}"),
         line_count: lines.len(),
-        checksum: checksum(&lines),
+        checksum: checksum_like(&lines, &doc.checksum),
         lines,
         ..doc
     }

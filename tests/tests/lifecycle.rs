@@ -14,6 +14,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use yunzhang::api::{
     CloudQuota, Phase, ResourceRequest,
@@ -285,21 +286,24 @@ async fn lifecycle() {
     operator.wait_ready(WAIT).await.expect("operator ready");
     let client = admin().await;
     // One department per scenario: each checks its quota figures exactly.
-    let (f1, f2, f3) = futures::join!(
+    let (f1, f2, f3, f4) = futures::join!(
         fixture(&client, "noop"),
         fixture(&client, "noop"),
-        fixture(&client, "local")
+        fixture(&client, "local"),
+        fixture(&client, "noop")
     );
-    let (f1, f2, f3) = (
+    let (f1, f2, f3, f4) = (
         f1.expect("fixture"),
         f2.expect("fixture"),
         f3.expect("fixture"),
+        f4.expect("fixture"),
     );
-    let (a, b, d, e) = futures::join!(
+    let (a, b, d, e, h) = futures::join!(
         staged_approval_edit_and_delete(&client, &f1),
         change_with_and_without_reapproval_then_retire(&client, &f2),
         opentofu_state_and_outputs_then_destroy(&client, &f3),
         drift_is_detected(&client, &f3),
+        enforced_budget_parks_what_would_exceed_it(&client, &f4),
     );
     // Last, alone (it restarts the operator): a kill during an apply.
     let g = restart_during_apply(&client, &f3, &mut operator).await;
@@ -319,6 +323,7 @@ async fn lifecycle() {
         ("opentofu", d),
         ("drift", e),
         ("restart during apply", g),
+        ("enforced budget", h),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
@@ -591,6 +596,59 @@ async fn change_with_and_without_reapproval_then_retire(
     ensure!(st.quota.is_none(), "{:?}", st.quota);
     ensure!(!st.billing.is_empty() && st.billing.iter().all(|i| i.to.is_some()));
     let _ = &f.outsider;
+    Ok(())
+}
+
+/// Issue #6: with `spec.budget.enforce`, a request whose monthly cost, with what the department
+/// already holds, would take this year's spend over the annual budget by the year end waits in
+/// QuotaExceeded, saying so; raising the budget lets it in.
+async fn enforced_budget_parks_what_would_exceed_it(
+    client: &Client,
+    f: &Fixture,
+) -> anyhow::Result<()> {
+    let ns = &f.dept;
+    let member = client_as(&f.member, &[]).await;
+    let departments: Api<yunzhang::api::Department> = Api::all(client.clone());
+    let set_budget = |annual: String| {
+        let departments = departments.clone();
+        async move {
+            departments
+                .patch(
+                    ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"budget": {"annual": annual, "enforce": true}}})),
+                )
+                .await
+        }
+    };
+    set_budget("1000000.00".to_owned()).await?;
+    apply(&member, &request(f, "first", web(1))).await?;
+    let rr = wait_phase(client, ns, "first", Phase::Active, |_| true).await?;
+    let monthly: Decimal = rr
+        .status
+        .and_then(|s| s.estimate)
+        .context("estimate")?
+        .monthly
+        .0
+        .parse()?;
+    // Room for one such request to the year end and a half, not two (the months left only
+    // shrink while the test runs, and the spend so far is a few fen).
+    let months_left = yunzhang::billing::budget::months_left(
+        chrono::Utc::now(),
+        &yunzhang::billing::BillingConfig::default(),
+    )?;
+    let budget_for = |n: Decimal| format!("{:.2}", (monthly * months_left * n).round_dp(2));
+    set_budget(budget_for(Decimal::new(15, 1))).await?;
+    apply(&member, &request(f, "second", web(1))).await?;
+    let rr = wait_phase(client, ns, "second", Phase::QuotaExceeded, |_| true).await?;
+    let message = rr.status.and_then(|s| s.message).unwrap_or_default();
+    ensure!(
+        message.starts_with("annual budget ")
+            && message.contains("raise the Department's spec.budget.annual"),
+        "{message}"
+    );
+    set_budget(budget_for(Decimal::new(3, 0))).await?;
+    wait_phase(client, ns, "second", Phase::Active, |_| true).await?;
     Ok(())
 }
 

@@ -233,6 +233,26 @@ fn cli(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// The SM3 digest of `data` in hex, by OpenSSL (an implementation independent of ours).
+fn openssl_sm3(data: &[u8]) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sm3", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("openssl (for SM3)")?;
+    child.stdin.take().context("stdin")?.write_all(data)?;
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "openssl dgst -sm3 failed");
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 /// GET `path` from the operator's admin server with an optional bearer token.
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut stream = std::net::TcpStream::connect(addr)?;
@@ -598,6 +618,32 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
                     .contains("a finalized SettlementReport can't be changed") => {}
         other => bail!("changing a finalized report: expected a CEL refusal, got {other:?}"),
     }
+
+    // --- SM3 (国密) as the checksum: checked against OpenSSL's SM3 of the same canonical lines,
+    // and the export of the finalized report carries it. ---
+    let sm3_name = format!("{}-sm3", f.provider);
+    let mut sm3_report = report(&sm3_name, &f.provider, true);
+    sm3_report["spec"]["checksumAlgorithm"] = json!("sm3");
+    apply(&admin, &sm3_report).await?;
+    let sm3_report = wait_for(&reports, &sm3_name, WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(ReportPhase::Finalized))
+    })
+    .await?;
+    let expected_sm3 = format!("sm3:{}", openssl_sm3(expected_canonical(&f).as_bytes())?);
+    assert_eq!(
+        sm3_report.status.and_then(|s| s.checksum),
+        Some(expected_sm3.clone())
+    );
+    let doc = as_json(&cli(
+        &finance_kubeconfig,
+        &["--report", &sm3_name, "--format", "json"],
+    )?)?;
+    assert_eq!(
+        doc["checksum"], expected_sm3,
+        "read back and verified with SM3"
+    );
 
     // --- The HTTP endpoint with real tokens. ---
     let finance = token_for(&admin, &f.meter_ns, "finance").await?;

@@ -37,6 +37,23 @@ pub struct SettlementReportSpec {
     /// Freeze the report: its figures and lines can't change afterwards.
     #[serde(default)]
     pub finalize: bool,
+    /// The digest of `status.checksum` over the canonical lines: sha256 (default) or sm3
+    /// (GB/T 32905-2016, 国密 SM3).
+    #[serde(default)]
+    pub checksum_algorithm: ChecksumAlgorithm,
+}
+
+/// A digest for the settlement checksum.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumAlgorithm {
+    /// SHA-256.
+    #[default]
+    Sha256,
+    /// SM3 (GB/T 32905-2016).
+    Sm3,
 }
 
 /// A settlement period.

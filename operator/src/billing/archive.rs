@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 
 use super::SettlementLine;
-use super::settlement::checksum;
+use super::settlement::checksum_like;
 
 /// Characters of base64 per chunk: 900 000, well under the 1 MiB limit of a ConfigMap with its
 /// metadata.
@@ -73,7 +73,7 @@ pub fn decode(
         })
         .collect::<Result<Vec<SettlementLine>, _>>()?;
     if let Some(expected) = expected_checksum {
-        let found = checksum(&lines);
+        let found = checksum_like(&lines, expected);
         if found != expected {
             return Err(ArchiveError::Checksum {
                 expected: expected.to_owned(),
@@ -91,6 +91,8 @@ mod tests {
     use super::*;
     use crate::api::ResourceType;
     use crate::api::price_book::PriceUnit;
+    use crate::api::settlement_report::ChecksumAlgorithm;
+    use crate::billing::{checksum, checksum_with};
 
     fn line(n: u32, amount: &str) -> SettlementLine {
         SettlementLine {
@@ -131,6 +133,21 @@ mod tests {
         let lines = vec![line(1, "57.60")];
         let chunks = encode(&lines, CHUNK_CHARS);
         let other = checksum(&[line(1, "57.61")]);
+        assert!(matches!(
+            decode(&chunks, Some(&other)),
+            Err(ArchiveError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn sm3_checksums_are_checked_with_sm3() {
+        let lines = vec![line(1, "57.60"), line(2, "0.01")];
+        let chunks = encode(&lines, CHUNK_CHARS);
+        let sm3 = checksum_with(&lines, ChecksumAlgorithm::Sm3);
+        assert!(sm3.starts_with("sm3:") && sm3.len() == 4 + 64, "{sm3}");
+        assert_ne!(sm3[4..], checksum(&lines)[7..]);
+        assert_eq!(decode(&chunks, Some(&sm3)).unwrap(), lines);
+        let other = checksum_with(&[line(1, "57.60")], ChecksumAlgorithm::Sm3);
         assert!(matches!(
             decode(&chunks, Some(&other)),
             Err(ArchiveError::Checksum { .. })

@@ -3,9 +3,10 @@
 //! ones announced are recorded in the Department's `status.budget.alerted`, and only thresholds
 //! crossed and not yet recorded are returned as new.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::calendar::YearMonth;
+use super::calendar::{YearMonth, month_containing};
 use super::money::{format_money, round_fen};
 use super::{BillingConfig, BillingError, Period};
 use crate::api::department::BudgetStatus;
@@ -22,6 +23,16 @@ pub fn year_period(year: i32, config: &BillingConfig) -> Result<Period, BillingE
     }
     .start(config.zone)?;
     Ok(Period::Range { from, to })
+}
+
+/// Months left in the calendar year from `now`, as monthly prices are prorated: what is left of
+/// the current month by its seconds, plus the whole months after it. At local midnight of
+/// 1 January it is 12; a second before the year ends it is about 0.
+pub fn months_left(now: DateTime<Utc>, config: &BillingConfig) -> Result<Decimal, BillingError> {
+    let (month, start, end) = month_containing(config.zone, now)?;
+    let part =
+        Decimal::from((end - now).num_seconds()) / Decimal::from((end - start).num_seconds());
+    Ok(part + Decimal::from(12 - month.month))
 }
 
 /// The budget status for `year` given the spend so far, and the thresholds newly crossed (to
@@ -101,6 +112,25 @@ mod tests {
         );
         let (_, new) = assess(2027, d("0"), d("0.01"), None).unwrap();
         assert_eq!(new, vec![80, 100]);
+    }
+
+    #[test]
+    fn months_left_prorate_the_current_month_by_its_seconds() {
+        let config = BillingConfig::default();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        // Local midnight of 1 January (Asia/Shanghai): the whole year.
+        assert_eq!(
+            months_left(at("2025-12-31T16:00:00Z"), &config).unwrap(),
+            d("12")
+        );
+        // Local midnight of 16 November: half of November (30 days), and December.
+        assert_eq!(
+            months_left(at("2026-11-15T16:00:00Z"), &config).unwrap(),
+            d("1.5")
+        );
+        // The last second of the year.
+        let last = months_left(at("2026-12-31T15:59:59Z"), &config).unwrap();
+        assert_eq!(last, Decimal::ONE / Decimal::from(31 * 86_400));
     }
 
     #[test]

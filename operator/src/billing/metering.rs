@@ -255,6 +255,7 @@ mod tests {
                     },
                     scope: Scope::default(),
                     finalize: phase.is_some(),
+                    checksum_algorithm: Default::default(),
                 },
             );
             r.status = Some(crate::api::settlement_report::SettlementReportStatus {

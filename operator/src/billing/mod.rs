@@ -50,7 +50,9 @@ pub use estimate::{
 pub use metering::{FinalizedCoverage, coverage_of, intervals_of, settle_requests, settled};
 pub use period::{Period, TimeRange};
 pub use prices::{Overlap, PricePoint, Prices, find_overlaps};
-pub use settlement::{Settlement, canonical_line, checksum, settle, sort_canonically};
+pub use settlement::{
+    Settlement, canonical_line, checksum, checksum_like, checksum_with, settle, sort_canonically,
+};
 
 /// The billing time zone when none is configured.
 pub const DEFAULT_ZONE: Tz = Tz::Asia__Shanghai;

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use sm3::Sm3;
 
 use super::charge::{SettlementLine, charge_interval};
 use super::money::{format_money, round_fen};
@@ -40,7 +41,7 @@ use super::period::{Period, TimeRange};
 use super::prices::Prices;
 use super::{BillingConfig, BillingError, Clock, Interval};
 use crate::api::Currency;
-use crate::api::settlement_report::{Scope, SettlementReportStatus, Subtotal};
+use crate::api::settlement_report::{ChecksumAlgorithm, Scope, SettlementReportStatus, Subtotal};
 
 /// A settled period: its lines in canonical order and their totals.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,14 +203,36 @@ fn write_canonical_line(out: &mut String, line: &SettlementLine) {
 /// `sha256:<hex>` over the canonical lines of `lines`, in the order given (sort them first with
 /// [`sort_canonically`]; [`settle`] does).
 pub fn checksum(lines: &[SettlementLine]) -> String {
-    let mut hasher = Sha256::new();
-    let mut buffer = String::with_capacity(256);
-    for line in lines {
-        buffer.clear();
-        write_canonical_line(&mut buffer, line);
-        hasher.update(buffer.as_bytes());
+    checksum_with(lines, ChecksumAlgorithm::Sha256)
+}
+
+/// `sha256:<hex>` or `sm3:<hex>` (GB/T 32905, the national standard digest) over the canonical
+/// lines of `lines`, in the order given.
+pub fn checksum_with(lines: &[SettlementLine], algorithm: ChecksumAlgorithm) -> String {
+    fn digest<D: Digest>(lines: &[SettlementLine]) -> String {
+        let mut hasher = D::new();
+        let mut buffer = String::with_capacity(256);
+        for line in lines {
+            buffer.clear();
+            write_canonical_line(&mut buffer, line);
+            hasher.update(buffer.as_bytes());
+        }
+        hex::encode(hasher.finalize())
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    match algorithm {
+        ChecksumAlgorithm::Sha256 => format!("sha256:{}", digest::<Sha256>(lines)),
+        ChecksumAlgorithm::Sm3 => format!("sm3:{}", digest::<Sm3>(lines)),
+    }
+}
+
+/// The checksum of `lines` with the algorithm `recorded` (a checksum) was made with.
+pub fn checksum_like(lines: &[SettlementLine], recorded: &str) -> String {
+    let algorithm = if recorded.starts_with("sm3:") {
+        ChecksumAlgorithm::Sm3
+    } else {
+        ChecksumAlgorithm::Sha256
+    };
+    checksum_with(lines, algorithm)
 }
 
 fn subtotals(field: &str, sums: &BTreeMap<String, Decimal>) -> Result<Vec<Subtotal>, BillingError> {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use chrono_tz::Asia::Shanghai;
 use kube::{Api, ResourceExt, api::ListParams};
 
-use crate::api::settlement_report::Scope;
+use crate::api::settlement_report::{ChecksumAlgorithm, Scope};
 use crate::api::{Department, MigrationWorkload};
 use crate::billing::Period;
 use crate::reports::{self, Format};
@@ -94,7 +94,7 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
                         departments: vec![],
                         providers: args.providers.clone(),
                     };
-                    reports::compute(&client, period, &scope).await?
+                    reports::compute(&client, period, &scope, ChecksumAlgorithm::default()).await?
                 }
             }
         }

@@ -236,6 +236,10 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
     } else if status_differs(dept.status.as_ref(), &status) {
         apply_status(&ctx, dept.as_ref(), status).await?;
     }
+    if dept.spec.budget.as_ref().is_some_and(|b| b.enforce) {
+        // A budget raised (or a new year) may let parked requests in.
+        ctx.tenancy.admit_department(&ctx, &name, None).await?;
+    }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 

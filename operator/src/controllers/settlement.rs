@@ -25,7 +25,7 @@ use super::{
 use crate::{
     api::{
         CONDITION_READY, PriceBook, ResourceRequest, SettlementReport,
-        settlement_report::{ReportPhase, SettlementReportStatus, StoredLines},
+        settlement_report::{ChecksumAlgorithm, ReportPhase, SettlementReportStatus, StoredLines},
     },
     billing::{self, BillingConfig, Period, Settlement, SystemClock, archive},
     conditions::{self, condition},
@@ -190,14 +190,19 @@ pub fn compute(
     books: &[Arc<PriceBook>],
 ) -> Result<Settlement, billing::BillingError> {
     let period = Period::from_spec(&report.spec.period)?;
-    billing::settle_requests(
+    let mut settlement = billing::settle_requests(
         requests.iter().map(AsRef::as_ref),
         books.iter().map(AsRef::as_ref),
         &period,
         &report.spec.scope,
         &BillingConfig::default(),
         &SystemClock,
-    )
+    )?;
+    if report.spec.checksum_algorithm != ChecksumAlgorithm::default() {
+        settlement.checksum =
+            billing::checksum_with(&settlement.lines, report.spec.checksum_algorithm);
+    }
+    Ok(settlement)
 }
 
 fn merged(report: &SettlementReport, ok: bool, reason: &str, message: &str) -> Vec<Condition> {

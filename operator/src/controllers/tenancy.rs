@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -27,9 +27,10 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
+use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::sync::Mutex;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     Error, SharedContext, measured,
@@ -41,12 +42,12 @@ use crate::{
         MigrationWorkload, Phase, PriceBook, QuotaHolding, ResourceRequest, SettlementReport,
         resource_request::QuotaChange,
     },
-    billing::{Prices, estimate_monthly},
+    billing::{self, BillingConfig, BillingError, Prices, estimate_monthly, money::parse_money},
     conditions::{self, condition},
     lifecycle::machine::QuotaState,
     tenancy::{
         hierarchy::{self, QuotaInput, QuotaVerdict},
-        quota::{self, Admission, Amounts, Candidate, Capacity, Limits, Usage},
+        quota::{self, Admission, Amounts, BudgetLimit, Candidate, Capacity, Limits, Usage},
     },
 };
 
@@ -227,7 +228,11 @@ impl QuotaSnapshot {
     /// What the department's own requests may use, and which quotas make it up.
     pub fn capacity(&self, department: &str) -> Capacity {
         match hierarchy::own_capacity(department, &self.parents, &self.inputs, &self.verdicts) {
-            Some((quotas, hard)) => Capacity { quotas, hard },
+            Some((quotas, hard)) => Capacity {
+                quotas,
+                hard,
+                budget: None,
+            },
             None => Capacity::default(),
         }
     }
@@ -458,7 +463,7 @@ impl Tenancy {
     /// Admit the department's waiting requests in submission order (creation time, then
     /// name), in the ledger. Requests whose decision changed, other than `caller`, are
     /// triggered to reconcile and write it.
-    async fn admit_department(
+    pub async fn admit_department(
         &self,
         ctx: &SharedContext,
         department: &str,
@@ -545,7 +550,8 @@ impl Tenancy {
             return Ok(());
         }
         let snapshot = self.snapshot_with(&usage_of(&ledger));
-        let capacity = snapshot.capacity(department);
+        let mut capacity = snapshot.capacity(department);
+        capacity.budget = budget_limit(&dept, now);
         let held = snapshot
             .usage
             .get(department)
@@ -598,6 +604,30 @@ impl Tenancy {
         }
         Ok(())
     }
+}
+
+/// The Department's annual budget as an admission limit, when it enforces one. This year's spend
+/// is the one its status shows (the Department controller keeps it current; a new year starts
+/// at zero).
+fn budget_limit(dept: &Department, now: DateTime<Utc>) -> Option<BudgetLimit> {
+    let budget = dept.spec.budget.as_ref().filter(|b| b.enforce)?;
+    let config = BillingConfig::default();
+    let year = now.with_timezone(&config.zone).year();
+    let limit = (|| {
+        let spent = match dept.status.as_ref().and_then(|s| s.budget.as_ref()) {
+            Some(b) if b.year == year => parse_money("status.budget.spent", &b.spent)?,
+            _ => Decimal::ZERO,
+        };
+        Ok::<_, BillingError>(BudgetLimit {
+            year,
+            annual: parse_money("spec.budget.annual", &budget.annual)?,
+            spent,
+            months_left: billing::budget::months_left(now, &config)?,
+        })
+    })();
+    limit
+        .inspect_err(|e| warn!(department = %dept.name_any(), error = %e, "budget not enforced"))
+        .ok()
 }
 
 /// Reconcile a CloudQuota: write whether it counts (in window, fits its parent) and the

@@ -279,12 +279,50 @@ pub struct Candidate {
     pub unpriced: Option<String>,
 }
 
-/// The department's capacity: its combined valid quotas.
+/// The department's capacity: its combined valid quotas and, when enforced, its budget.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Capacity {
     /// Names of the quotas that make it up, `namespace/name`.
     pub quotas: Vec<String>,
     pub hard: Limits,
+    /// The annual budget, when the Department enforces it (`spec.budget.enforce`).
+    pub budget: Option<BudgetLimit>,
+}
+
+/// An enforced annual budget: a request is admitted only if this year's spend plus the monthly
+/// cost of everything the department holds (its own included), prorated over the months left in
+/// the year, stays within the budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetLimit {
+    pub year: i32,
+    pub annual: Decimal,
+    /// Charged this year so far (the Department's `status.budget.spent`).
+    pub spent: Decimal,
+    /// Months left in the year (see `billing::budget::months_left`).
+    pub months_left: Decimal,
+}
+
+impl BudgetLimit {
+    /// Why holding `monthly` a month in all, on top of what was spent, would exceed the budget;
+    /// `None` when it fits. `asked` is the candidate's part of `monthly`.
+    fn refuses(&self, monthly: Decimal, asked: Decimal) -> Option<String> {
+        let projected = self.spent + monthly * self.months_left;
+        (projected > self.annual).then(|| {
+            let round = |d: Decimal| format!("{:.2}", d.round_dp(2));
+            format!(
+                "annual budget {year} of ¥{annual}: spent ¥{spent}, and ¥{monthly} a month held \
+                 with this request's ¥{asked} adds ¥{rest} by the year end, ¥{projected} in all; \
+                 raise the Department's spec.budget.annual or retire requests",
+                year = self.year,
+                spent = round(self.spent),
+                asked = round(asked),
+                monthly = round(monthly),
+                rest = round(monthly * self.months_left),
+                projected = round(projected),
+                annual = round(self.annual),
+            )
+        })
+    }
 }
 
 /// The decision for one candidate.
@@ -318,10 +356,14 @@ pub fn admit(
                 Admission::Wait("no valid CloudQuota for this department: ask the platform team for one".to_owned())
             } else {
                 let remaining = capacity.hard.remaining(&held);
-                let cost_unknown = c.unpriced.as_ref().filter(|_| capacity.hard.get(Dimension::MonthlyCost).is_some());
+                let limits_cost = capacity.hard.get(Dimension::MonthlyCost).is_some();
+                let cost_unknown = c.unpriced.as_ref().filter(|_| limits_cost || capacity.budget.is_some());
+                let monthly = held.get(Dimension::MonthlyCost) + c.asked.get(Dimension::MonthlyCost);
+                let over_budget = capacity.budget.as_ref().and_then(|b| b.refuses(monthly, c.asked.get(Dimension::MonthlyCost)));
                 match (shortfall(&c.asked, &remaining), blocked_by) {
                     _ if cost_unknown.is_some() => Admission::Wait(format!(
-                        "{quota_name} limits monthlyCost, but this request has no cost estimate: {}",
+                        "{}, but this request has no cost estimate: {}",
+                        if limits_cost { format!("{quota_name} limits monthlyCost") } else { "the annual budget is enforced".to_owned() },
                         cost_unknown.map(String::as_str).unwrap_or_default()
                     )),
                     (Some(s), _) => Admission::Wait(format!(
@@ -332,7 +374,10 @@ pub fn admit(
                         capacity.hard.get(s.dimension).unwrap_or_default().normalize()
                     )),
                     (None, Some(head)) => Admission::Wait(format!("{quota_name}: fits, but waits for the earlier request {head} (submission order)")),
-                    (None, None) => Admission::Reserve,
+                    (None, None) => match over_budget {
+                        Some(message) => Admission::Wait(message),
+                        None => Admission::Reserve,
+                    },
                 }
             };
             match &decision {
@@ -408,6 +453,7 @@ mod tests {
         Capacity {
             quotas: vec!["gx-finance/base-2026".into()],
             hard: Limits(hard),
+            budget: None,
         }
     }
 
@@ -502,6 +548,67 @@ mod tests {
             &Amounts::default(),
         );
         assert_eq!(out[0].1, Admission::Reserve);
+    }
+
+    #[test]
+    fn an_enforced_budget_parks_what_would_exceed_it_by_the_year_end() {
+        let cost = |key: &str, monthly: Decimal| {
+            let mut asked = vcpu(1);
+            asked.add(Dimension::MonthlyCost, monthly);
+            Candidate {
+                key: key.into(),
+                asked,
+                unpriced: None,
+            }
+        };
+        // ¥10,000 a year, ¥4,000 spent, two months left: ¥3,000 a month may be held in all.
+        let mut cap = capacity(100);
+        cap.budget = Some(BudgetLimit {
+            year: 2026,
+            annual: dec!(10000),
+            spent: dec!(4000),
+            months_left: dec!(2),
+        });
+        let mut held = vcpu(1);
+        held.add(Dimension::MonthlyCost, dec!(1000));
+        let out = admit(
+            &[
+                cost("a", dec!(2000)),
+                cost("b", dec!(0.01)),
+                cost("c", dec!(0)),
+            ],
+            &cap,
+            &held,
+        );
+        assert_eq!(out[0].1, Admission::Reserve, "exactly at the budget fits");
+        let Admission::Wait(message) = &out[1].1 else {
+            panic!("one fen over waits: {:?}", out[1].1)
+        };
+        assert!(
+            message.starts_with("annual budget 2026 of ¥10000.00: spent ¥4000.00")
+                && message.contains("¥10000.02 in all")
+                && message.contains("spec.budget.annual"),
+            "{message}"
+        );
+        assert!(
+            matches!(&out[2].1, Admission::Wait(m) if m.contains("waits for the earlier request b")),
+            "submission order holds for the budget too: {:?}",
+            out[2].1
+        );
+        // Without a cost estimate an enforced budget can't be checked: it waits, saying why.
+        let unpriced = Candidate {
+            unpriced: Some("no price for sku x".into()),
+            ..cost("d", dec!(0))
+        };
+        assert!(matches!(
+            &admit(&[unpriced], &cap, &held)[0].1,
+            Admission::Wait(m) if m.starts_with("the annual budget is enforced, but") && m.ends_with("no price for sku x")
+        ));
+        cap.budget = None;
+        assert_eq!(
+            admit(&[cost("b", dec!(99999))], &cap, &held)[0].1,
+            Admission::Reserve
+        );
     }
 
     #[test]
