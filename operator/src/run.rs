@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// How the `local` executor runs OpenTofu.
     #[command(flatten)]
     pub tofu: LocalExecutorArgs,
+    /// Registries (image name prefixes, comma-separated) that MigrationWorkload hook Jobs may
+    /// use, e.g. `registry.example.gov.cn/migration/`. Empty: hooks are refused.
+    #[arg(long, env = "YZ_HOOK_IMAGE_PREFIXES", value_delimiter = ',')]
+    pub hook_image_prefixes: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -213,6 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.drift_check_seconds.map(Duration::from_secs),
             )),
             notifier,
+            hook_image_prefixes: args.hook_image_prefixes.clone(),
         });
         let stop = || signalled(shutdown_rx.clone());
         let controllers = ctx_controllers.run(ctx.clone(), &stop, triggers);

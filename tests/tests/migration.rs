@@ -8,17 +8,101 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use chrono::{Duration as Days, SecondsFormat, Utc};
-use kube::{Api, Client};
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
 use serde_json::{Value, json};
 use yunzhang::api::{
     Department, MigrationWorkload, Phase, ResourceRequest,
     annotations::{ON_BEHALF_OF, REQUESTER},
-    migration_workload::MigrationPhase,
+    migration_workload::{HookState, MigrationPhase},
     resource_request::DesiredLifecycle,
 };
 use yunzhang_integration::*;
 
 const WAIT: Duration = Duration::from_secs(90);
+/// The registry the operator allows hook images from in this test.
+const HOOK_REGISTRY: &str = "registry.example.gov.cn/migration/";
+
+/// Waits for the hook Job at `hook` of `workload` that was not seen before, then ends its pod
+/// as the container would (exit 0, or 1), as a kubelet reports it; returns the Job.
+async fn end_hook_pod(
+    admin: &Client,
+    ns: &str,
+    workload: &str,
+    hook: &str,
+    succeed: bool,
+) -> anyhow::Result<Job> {
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let selector = format!("yunzhang.io/migration-workload={workload},yunzhang.io/hook={hook}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no unfinished {hook} pod of {workload}"
+        );
+        let unfinished = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
+        let Some(pod) = unfinished else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let job_name = pod
+            .labels()
+            .get("job-name")
+            .cloned()
+            .context("job-name label")?;
+        let now = rfc3339(Utc::now());
+        let (phase, code, reason) = if succeed {
+            ("Succeeded", 0, "Completed")
+        } else {
+            ("Failed", 1, "Error")
+        };
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": phase, "containerStatuses": [{
+                "name": "hook", "image": "hook", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now, "finishedAt": now}}}]}})),
+        )
+        .await?;
+        return Ok(jobs.get(&job_name).await?);
+    }
+}
+
+/// The hook Job as made by the operator: the image asked for, no privileges, a deadline.
+fn check_hook_job(job: &Job, image: &str) -> anyhow::Result<()> {
+    let spec = job.spec.as_ref().context("spec")?;
+    let pod = spec.template.spec.as_ref().context("pod")?;
+    let c = &pod.containers[0];
+    ensure!(c.image.as_deref() == Some(image), "image {:?}", c.image);
+    let sc = c.security_context.as_ref().context("securityContext")?;
+    ensure!(
+        sc.allow_privilege_escalation == Some(false)
+            && sc.capabilities.as_ref().and_then(|c| c.drop.clone()) == Some(vec!["ALL".into()]),
+        "{sc:?}"
+    );
+    ensure!(
+        pod.automount_service_account_token == Some(false),
+        "no API token"
+    );
+    ensure!(spec.active_deadline_seconds == Some(1800) && spec.backoff_limit == Some(0));
+    ensure!(
+        job.metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o.kind == "MigrationWorkload")),
+        "owned by the workload"
+    );
+    Ok(())
+}
 
 struct Fixture {
     region: String,
@@ -226,7 +310,7 @@ async fn advance(f: &Fixture, name: &str, to: &str) -> anyhow::Result<String> {
 #[tokio::test]
 async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     let admin = admin().await;
-    let operator = OperatorProcess::start()?;
+    let operator = OperatorProcess::start_with(&["--hook-image-prefixes", HOOK_REGISTRY])?;
     operator.wait_ready(Duration::from_secs(60)).await?;
     let f = fixture(&admin).await?;
     let member = client_as(&f.member, &[]).await;
@@ -401,15 +485,67 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     let rr = wait_request(&admin, &ns, "oa", phase_is(Phase::Exited)).await?;
     ensure!(rr.spec.lifecycle == DesiredLifecycle::Retired);
 
-    // A retired system: nothing to provision, straight to its gates.
-    apply(
-        &member,
-        &workload(&f, "old-gw", "retire", "internal", 0, Days::hours(-1)),
-    )
-    .await?;
+    // A retired system: nothing to provision, straight to its gates; with hook Jobs around
+    // cutover (the test plays the kubelet: it ends each Job's pod as the container would, and
+    // the real job controller marks the Job).
+    let mut gw = workload(&f, "old-gw", "retire", "internal", 0, Days::hours(-1));
+    gw["spec"]["hooks"] = json!({
+        "preCutover": {"image": format!("{HOOK_REGISTRY}sync:1.4"), "command": ["/sync", "--final"]},
+        "postCutover": {"image": format!("{HOOK_REGISTRY}smoke:1.0"), "args": ["https://gw.example.gov.cn/health"], "timeoutSeconds": 300},
+    });
+    apply(&member, &gw).await?;
     wait_workload(&admin, &ns, "old-gw", MigrationPhase::Migrating).await?;
     advance(&f, "old-gw", "Decommissioned").await?;
+    let pre = end_hook_pod(&admin, &ns, "old-gw", "pre-cutover", true).await?;
+    check_hook_job(&pre, &format!("{HOOK_REGISTRY}sync:1.4"))?;
+    wait_workload(&admin, &ns, "old-gw", MigrationPhase::CutOver).await?;
+    // The post-cutover hook fails: the workload stays cut over, saying so.
+    let post = end_hook_pod(&admin, &ns, "old-gw", "post-cutover", false).await?;
+    let workloads: Api<MigrationWorkload> = Api::namespaced(admin.clone(), &ns);
+    let held = wait_for(&workloads, "old-gw", WAIT, |w| {
+        w.status.as_ref().is_some_and(|s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("hook Job") && m.contains("failed"))
+                && s.hooks.iter().any(|h| h.state == HookState::Failed)
+        })
+    })
+    .await
+    .context("a failed post-cutover hook holds the workload")?;
+    ensure!(
+        held.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::CutOver),
+        "{:?}",
+        held.status
+    );
+    // Fixed (a changed hook is a new Job), it runs again and succeeds.
+    gw["spec"]["hooks"]["postCutover"]["args"] = json!(["https://gw.example.gov.cn/healthz"]);
+    apply(&member, &gw).await?;
+    let again = end_hook_pod(&admin, &ns, "old-gw", "post-cutover", true).await?;
+    ensure!(
+        again.metadata.name != post.metadata.name,
+        "a new Job for the changed hook"
+    );
     wait_workload(&admin, &ns, "old-gw", MigrationPhase::Decommissioned).await?;
+    // A hook from a registry the platform doesn't allow never runs.
+    let mut rogue = workload(&f, "rogue", "retire", "internal", 0, Days::hours(-1));
+    rogue["spec"]["hooks"] = json!({"preCutover": {"image": "docker.io/someone/tool:latest"}});
+    rogue["spec"]["advanceTo"] = json!("CutOver");
+    apply(&member, &rogue).await?;
+    wait_for(&workloads, "rogue", WAIT, |w| {
+        w.status.as_ref().is_some_and(|s| {
+            s.phase == Some(MigrationPhase::Migrating)
+                && s.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("not from a registry the platform allows"))
+        })
+    })
+    .await
+    .context("a hook image outside the allowed registries is refused")?;
+    let rogue_jobs = Api::<Job>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default().labels("yunzhang.io/migration-workload=rogue"))
+        .await?;
+    ensure!(rogue_jobs.items.is_empty(), "no Job for a refused hook");
+    workloads.delete("rogue", &Default::default()).await?;
 
     // 4. Department status rolls the figures up: 4 systems, 1 migrated, 1 retired:
     // 1 / 3 = 33.33 %; the region above shows the same subtree.

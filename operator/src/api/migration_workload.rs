@@ -56,6 +56,10 @@ pub struct MigrationWorkloadSpec {
     /// The cutover window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<CutoverWindow>,
+    /// Jobs run before and after cutover (e.g. a final data sync, a smoke test). Cutover waits
+    /// for the pre-cutover Job to succeed, Verified for the post-cutover one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
     /// The manual gate: how far the department says the migration may go. The operator moves
     /// the workload one phase at a time up to this phase once each phase's conditions hold
     /// (CutOver waits for `spec.cutover`'s window). `RolledBack` abandons the migration before
@@ -151,6 +155,90 @@ pub struct CutoverWindow {
     pub not_after: String,
 }
 
+/// Jobs around cutover.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    /// Runs when cutover is requested and its window is open; cutover follows its success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_cutover: Option<Hook>,
+    /// Runs once cut over; Verified waits for its success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_cutover: Option<Hook>,
+}
+
+/// One hook: a Job in the workload's namespace with one container. Its image must come from a
+/// registry the platform allows (the operator's `--hook-image-prefixes`); the pod runs as
+/// non-root with no privileges. A failed hook runs again when the workload's spec changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hook {
+    /// Container image, e.g. registry.example.gov.cn/migration/sync:1.4.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// The command (the image's entrypoint when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub command: Vec<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub args: Vec<String>,
+    /// ServiceAccount of the pod, in the workload's namespace; without one the pod gets no
+    /// API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
+    /// The Job's deadline in seconds.
+    #[serde(default = "default_hook_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: u32,
+}
+
+fn default_hook_timeout() -> u32 {
+    1800
+}
+
+/// Where a hook runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HookPoint {
+    PreCutover,
+    PostCutover,
+}
+
+impl HookPoint {
+    /// As in Job names and labels: `pre-cutover`, `post-cutover`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HookPoint::PreCutover => "pre-cutover",
+            HookPoint::PostCutover => "post-cutover",
+        }
+    }
+}
+
+/// A hook's Job as last seen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRun {
+    pub hook: HookPoint,
+    /// The Job's name.
+    pub job: String,
+    /// Running, Succeeded or Failed (from the Job's status).
+    pub state: HookState,
+    /// Why it failed, from the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The state of a hook's Job.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum HookState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
 /// Migration phases.
 #[derive(
     Serialize,
@@ -203,6 +291,10 @@ pub struct MigrationWorkloadStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub history: Vec<PhaseEntry>,
+    /// The hook Jobs of the current spec, as last seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub hooks: Vec<HookRun>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::batch::v1::Job, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -27,11 +27,16 @@ use super::{
 use crate::{
     api::{
         CONDITION_READY, MigrationWorkload, ResourceRequest, annotations,
-        migration_workload::{MigrationPhase, MigrationWorkloadStatus, PhaseEntry},
+        migration_workload::{
+            Hook, HookPoint, HookRun, HookState, MigrationPhase, MigrationWorkloadStatus,
+            PhaseEntry,
+        },
         resource_request::{DesiredLifecycle, Project, ResourceRequestSpec},
     },
     conditions::{self, condition},
-    lifecycle::migration::{Action as Step, Input, RequestView, settle},
+    lifecycle::migration::{
+        Action as Step, HookView, Input, RequestView, hook_image_allowed, hook_job_name, settle,
+    },
 };
 
 /// At most this many phase changes are kept in `status.history` (the oldest go first; a
@@ -95,6 +100,128 @@ pub fn target_request(mw: &MigrationWorkload) -> Option<ResourceRequest> {
     Some(rr)
 }
 
+/// The hook configured at `point`.
+fn hook_at(mw: &MigrationWorkload, point: HookPoint) -> Option<&Hook> {
+    let hooks = mw.spec.hooks.as_ref()?;
+    match point {
+        HookPoint::PreCutover => hooks.pre_cutover.as_ref(),
+        HookPoint::PostCutover => hooks.post_cutover.as_ref(),
+    }
+}
+
+/// The Job of a hook: one container of the hook's image, non-root, no privileges, no API token
+/// unless the hook names a ServiceAccount; owned by the workload, deadline the hook's timeout.
+pub fn hook_job(mw: &MigrationWorkload, point: HookPoint, hook: &Hook) -> Result<Job, Error> {
+    let name = hook_job_name(&mw.name_any(), point, hook);
+    let owner = mw.controller_owner_ref(&()).map(|o| vec![o]);
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": mw.namespace(),
+            "labels": {"yunzhang.io/migration-workload": mw.name_any(), "yunzhang.io/hook": point.label()},
+            "ownerReferences": owner,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": hook.timeout_seconds,
+            "template": {
+                "metadata": {"labels": {"yunzhang.io/migration-workload": mw.name_any(), "yunzhang.io/hook": point.label()}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": hook.service_account_name,
+                    "automountServiceAccountToken": hook.service_account_name.is_some(),
+                    "enableServiceLinks": false,
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "hook",
+                        "image": hook.image,
+                        "command": (!hook.command.is_empty()).then_some(&hook.command),
+                        "args": (!hook.args.is_empty()).then_some(&hook.args),
+                        "env": [
+                            {"name": "YZ_WORKLOAD", "value": mw.name_any()},
+                            {"name": "YZ_SYSTEM_CODE", "value": mw.spec.system.code},
+                            {"name": "YZ_HOOK", "value": point.label()},
+                        ],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
+            },
+        },
+    });
+    Ok(serde_json::from_value(job)?)
+}
+
+/// What the hook at `point` is doing for the current spec (`None` when none is configured), and
+/// its Job as status shows it.
+async fn hook_view(
+    ctx: &SharedContext,
+    mw: &MigrationWorkload,
+    point: HookPoint,
+) -> Result<Option<(HookView, Option<HookRun>)>, Error> {
+    let Some(hook) = hook_at(mw, point) else {
+        return Ok(None);
+    };
+    if !hook_image_allowed(&hook.image, &ctx.hook_image_prefixes) {
+        let why = format!(
+            "image {} is not from a registry the platform allows for hooks ({}); use one of those",
+            hook.image,
+            if ctx.hook_image_prefixes.is_empty() {
+                "none are: the operator's --hook-image-prefixes is empty".to_owned()
+            } else {
+                ctx.hook_image_prefixes.join(", ")
+            }
+        );
+        return Ok(Some((HookView::Refused(why), None)));
+    }
+    let name = hook_job_name(&mw.name_any(), point, hook);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &mw.namespace().unwrap_or_default());
+    let Some(job) = jobs.get_opt(&name).await? else {
+        return Ok(Some((HookView::NotStarted, None)));
+    };
+    let condition = |type_: &str| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+    };
+    let run = |state, message| HookRun {
+        hook: point,
+        job: name.clone(),
+        state,
+        message,
+    };
+    Ok(Some(if condition("Complete").is_some() {
+        (HookView::Succeeded, Some(run(HookState::Succeeded, None)))
+    } else if let Some(failed) = condition("Failed") {
+        let why = [failed.reason.as_deref(), failed.message.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        (
+            HookView::Failed {
+                job: name.clone(),
+                why: why.clone(),
+            },
+            Some(run(HookState::Failed, Some(why))),
+        )
+    } else {
+        (
+            HookView::Running { job: name.clone() },
+            Some(run(HookState::Running, None)),
+        )
+    }))
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -137,6 +264,17 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
             annotations::REQUESTER
         ));
     }
+    // Hooks matter up to cutover (a workload may pass through Migrating in this reconcile);
+    // their Jobs are looked up only then, and only for the hooks configured.
+    let (mut pre, mut post) = (None, None);
+    if old.phase.unwrap_or_default() <= MigrationPhase::CutOver {
+        pre = hook_view(&ctx, &mw, HookPoint::PreCutover).await?;
+        post = hook_view(&ctx, &mw, HookPoint::PostCutover).await?;
+    }
+    let hook_runs: Vec<HookRun> = [&pre, &post]
+        .into_iter()
+        .filter_map(|h| h.as_ref().and_then(|(_, run)| run.clone()))
+        .collect();
     let input = Input {
         phase: old.phase.unwrap_or_default(),
         has_target: mw.spec.target.is_some(),
@@ -157,6 +295,8 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
             .cutover
             .as_ref()
             .and_then(|c| Some((parse(&c.not_before)?, parse(&c.not_after)?))),
+        pre_cutover: pre.map(|(view, _)| view),
+        post_cutover: post.map(|(view, _)| view),
         now,
     };
     let settled = settle(&input);
@@ -222,6 +362,39 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                         )
                         .await?;
                 }
+                Step::RunHook(point) => {
+                    let Some(hook) = hook_at(&mw, *point) else {
+                        continue;
+                    };
+                    let job = hook_job(&mw, *point, hook)?;
+                    let job_name = job.name_any();
+                    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+                    match jobs
+                        .create(
+                            &PostParams {
+                                field_manager: Some(FIELD_MANAGER.into()),
+                                ..PostParams::default()
+                            },
+                            &job,
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            info!(workload = %format!("{ns}/{name}"), job = %job_name, "hook started");
+                            publish_event(
+                                &ctx,
+                                mw.as_ref(),
+                                EventType::Normal,
+                                "HookStarted",
+                                "RunHook",
+                                format!("{} hook Job {job_name} started", point.label()),
+                            )
+                            .await;
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
     } else if let Some(p) = &problem {
@@ -269,6 +442,7 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
             })
             .or(old.resource_request.clone()),
         history,
+        hooks: hook_runs,
         conditions: conds,
     };
     let value = serde_json::to_value(&st)?;

@@ -34,6 +34,8 @@ pub struct Context {
     pub lifecycle: Arc<lifecycle::Lifecycle>,
     /// Lifecycle webhooks: `ctx.notifier.send(Notification::for_request(..))` never blocks.
     pub notifier: crate::notify::Notifier,
+    /// Image prefixes MigrationWorkload hook Jobs may use (`--hook-image-prefixes`).
+    pub hook_image_prefixes: Vec<String>,
 }
 
 pub type SharedContext = Arc<Context>;

@@ -11,6 +11,12 @@
 //! (`spec.advanceTo`): CutOver (only inside the cutover window), Verified, Decommissioned; or
 //! RolledBack, which retires the target request.
 //!
+//! Hooks (`spec.hooks`) are Jobs the shell runs and watches: the pre-cutover hook when cutover
+//! is asked for inside its window (CutOver follows its success), the post-cutover hook on
+//! entering CutOver (Verified waits for its success). A failed hook holds the workload where it
+//! is, saying why; changing the hook runs it again (its Job is named by a hash of the hook, so
+//! moving the gates doesn't).
+//!
 //! A workload without `spec.target` (typically `retire`, or `integrate` into a system that is
 //! already on the cloud) asks for no resources, so there is nothing to approve or provision:
 //! it goes straight to Migrating and waits for its gates.
@@ -19,9 +25,48 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{
     Phase,
-    migration_workload::{MigrationGate, MigrationPhase},
+    migration_workload::{Hook, HookPoint, MigrationGate, MigrationPhase},
     resource_request::DesiredLifecycle,
 };
+
+/// A configured hook as the shell found it, for the current spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookView {
+    /// No Job for the current spec yet.
+    NotStarted,
+    Running {
+        job: String,
+    },
+    Succeeded,
+    Failed {
+        job: String,
+        why: String,
+    },
+    /// Not run, and why (its image is not allowed).
+    Refused(String),
+}
+
+/// The name of the Job of `hook`: at most 63 characters (it labels the pods), ending in a hash
+/// of the hook, so the same hook is run once and a changed one again.
+pub fn hook_job_name(workload: &str, point: HookPoint, hook: &Hook) -> String {
+    use sha2::{Digest, Sha256};
+    let spec = serde_json::to_vec(hook).unwrap_or_default();
+    let hash = hex::encode(&Sha256::digest(&spec)[..4]);
+    let suffix = format!("-{}-{hash}", point.label());
+    let room = 63usize.saturating_sub(suffix.len());
+    let mut base: String = workload.chars().take(room).collect();
+    while base.ends_with(['-', '.']) {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// Whether `image` comes from one of the registries the platform allows for hooks.
+pub fn hook_image_allowed(image: &str, prefixes: &[String]) -> bool {
+    prefixes
+        .iter()
+        .any(|p| !p.is_empty() && image.starts_with(p.as_str()))
+}
 
 /// What the shell observed of the owned ResourceRequest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +91,10 @@ pub struct Input {
     pub advance_to: Option<MigrationGate>,
     /// `spec.cutover` (notBefore, notAfter), parsed.
     pub cutover: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// `spec.hooks.preCutover`, when configured.
+    pub pre_cutover: Option<HookView>,
+    /// `spec.hooks.postCutover`, when configured.
+    pub post_cutover: Option<HookView>,
     pub now: DateTime<Utc>,
 }
 
@@ -60,6 +109,8 @@ pub enum Action {
     /// Set the target request's `spec.lifecycle: Retired` (it exits through the request
     /// lifecycle: destroy, quota released, billing closed).
     RetireRequest,
+    /// Create the hook's Job for the current spec.
+    RunHook(HookPoint),
 }
 
 /// The outcome of one step.
@@ -89,6 +140,40 @@ impl Decision {
             recheck_at: None,
         }
     }
+}
+
+/// How often a running hook is looked at.
+const HOOK_POLL: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// `None` when the hook at `point` lets the workload on (not configured, or succeeded); else
+/// the decision to stay, running or waiting for it.
+fn hook_gate(input: &Input, point: HookPoint) -> Option<Decision> {
+    let hook = match point {
+        HookPoint::PreCutover => input.pre_cutover.as_ref(),
+        HookPoint::PostCutover => input.post_cutover.as_ref(),
+    }?;
+    let label = point.label();
+    Some(match hook {
+        HookView::Succeeded => return None,
+        HookView::NotStarted => Decision {
+            actions: vec![Action::RunHook(point)],
+            recheck_at: Some(input.now + HOOK_POLL),
+            ..Decision::stay(input, format!("starting the {label} hook Job"))
+        },
+        HookView::Running { job } => Decision {
+            recheck_at: Some(input.now + HOOK_POLL),
+            ..Decision::stay(input, format!("waiting for the {label} hook Job {job}"))
+        },
+        HookView::Failed { job, why } => Decision::stay(
+            input,
+            format!(
+                "the {label} hook Job {job} failed: {why}; fix the hook in spec.hooks (a changed hook runs again) or roll back"
+            ),
+        ),
+        HookView::Refused(why) => {
+            Decision::stay(input, format!("the {label} hook can't run: {why}"))
+        }
+    })
 }
 
 /// Whether the request is past approval (approved, then provisioning or further).
@@ -221,23 +306,28 @@ pub fn decide(input: &Input) -> Decision {
                     not_after.to_rfc3339()
                 ),
             ),
-            _ => Decision::to(
-                P::CutOver,
-                "cut over to the cloud: verify the system, then advance to Verified",
-            ),
+            _ => hook_gate(input, HookPoint::PreCutover).unwrap_or_else(|| {
+                Decision::to(
+                    P::CutOver,
+                    "cut over to the cloud: verify the system, then advance to Verified",
+                )
+            }),
         },
         P::Migrating => Decision::stay(
             input,
             "migrating: advance to CutOver when the data is moved (kubectl yunzhang migration advance NAME --to CutOver)",
         ),
-        P::CutOver if wanted >= Some(P::Verified) => Decision::to(
-            P::Verified,
-            "verified on the cloud: advance to Decommissioned once the legacy system is switched off",
-        ),
-        P::CutOver => Decision::stay(
-            input,
-            "cut over: advance to Verified once the system is checked on the cloud",
-        ),
+        P::CutOver => match hook_gate(input, HookPoint::PostCutover) {
+            Some(wait) => wait,
+            None if wanted >= Some(P::Verified) => Decision::to(
+                P::Verified,
+                "verified on the cloud: advance to Decommissioned once the legacy system is switched off",
+            ),
+            None => Decision::stay(
+                input,
+                "cut over: advance to Verified once the system is checked on the cloud",
+            ),
+        },
         P::Verified if wanted == Some(P::Decommissioned) => Decision::to(
             P::Decommissioned,
             "migration complete: the legacy system is decommissioned",

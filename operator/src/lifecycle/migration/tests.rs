@@ -21,8 +21,127 @@ fn input(phase: P, rr: Option<Phase>) -> Input {
         }),
         advance_to: None,
         cutover: Some((at(14), at(22))),
+        pre_cutover: None,
+        post_cutover: None,
         now: at(10),
     }
+}
+
+#[test]
+fn hooks_gate_cutover_and_verification_and_a_failed_one_holds() {
+    let job = |p| format!("nontax-legacy-{p:?}");
+    let mut i = input(P::Migrating, Some(Phase::Active));
+    i.advance_to = Some(MigrationGate::Decommissioned);
+    i.now = at(15);
+    i.pre_cutover = Some(HookView::NotStarted);
+    i.post_cutover = Some(HookView::NotStarted);
+    // The window is open: the pre-cutover Job starts, and the workload stays until it succeeds.
+    let s = settle(&i);
+    assert_eq!(s.decision.phase, P::Migrating);
+    assert_eq!(
+        s.decision.actions,
+        vec![Action::RunHook(HookPoint::PreCutover)]
+    );
+    assert!(s.decision.recheck_at.is_some());
+    i.pre_cutover = Some(HookView::Running {
+        job: job(HookPoint::PreCutover),
+    });
+    let s = settle(&i);
+    assert!(s.decision.actions.is_empty() && s.decision.phase == P::Migrating);
+    assert!(
+        s.decision.message.contains("nontax-legacy-PreCutover"),
+        "{}",
+        s.decision.message
+    );
+    i.pre_cutover = Some(HookView::Failed {
+        job: job(HookPoint::PreCutover),
+        why: "BackoffLimitExceeded".into(),
+    });
+    let s = settle(&i);
+    assert_eq!(s.decision.phase, P::Migrating);
+    assert!(
+        s.decision
+            .message
+            .contains("failed: BackoffLimitExceeded; fix the hook")
+    );
+    assert_eq!(
+        s.decision.recheck_at, None,
+        "a failed hook waits for a change"
+    );
+    // Succeeded: cut over, and the post-cutover Job starts at once; Verified waits for it.
+    i.pre_cutover = Some(HookView::Succeeded);
+    let s = settle(&i);
+    assert_eq!(s.entered, vec![P::CutOver]);
+    assert_eq!(
+        s.decision.actions,
+        vec![Action::RunHook(HookPoint::PostCutover)]
+    );
+    i.phase = P::CutOver;
+    i.post_cutover = Some(HookView::Running {
+        job: job(HookPoint::PostCutover),
+    });
+    assert_eq!(settle(&i).decision.phase, P::CutOver);
+    i.post_cutover = Some(HookView::Succeeded);
+    assert_eq!(settle(&i).entered, vec![P::Verified, P::Decommissioned]);
+    // A refused hook (image not allowed) holds it too, saying why.
+    i.phase = P::Migrating;
+    i.pre_cutover = Some(HookView::Refused("image x is not allowed".into()));
+    let s = settle(&i);
+    assert!(s.decision.phase == P::Migrating && s.decision.actions.is_empty());
+    assert!(
+        s.decision
+            .message
+            .ends_with("can't run: image x is not allowed")
+    );
+    // Rolling back is always possible.
+    i.advance_to = Some(MigrationGate::RolledBack);
+    assert_eq!(settle(&i).decision.phase, P::RolledBack);
+}
+
+#[test]
+fn hook_job_names_fit_a_label_and_images_must_be_allowed() {
+    let hook = Hook {
+        image: "registry.example.gov.cn/migration/sync:1.4".into(),
+        command: vec!["/sync".into()],
+        args: vec![],
+        service_account_name: None,
+        timeout_seconds: 600,
+    };
+    let long = "a".repeat(62) + "-b";
+    let name = hook_job_name(&long, HookPoint::PostCutover, &hook);
+    assert!(
+        name.len() <= 63 && name.contains("-post-cutover-"),
+        "{name}"
+    );
+    let trimmed = hook_job_name(&("a".repeat(44) + "-zz"), HookPoint::PreCutover, &hook);
+    assert!(!trimmed.contains("--") && trimmed.len() <= 63, "{trimmed}");
+    let same = hook_job_name("w", HookPoint::PreCutover, &hook);
+    assert_eq!(
+        same,
+        hook_job_name("w", HookPoint::PreCutover, &hook.clone())
+    );
+    let changed = Hook {
+        args: vec!["--retry".into()],
+        ..hook.clone()
+    };
+    assert_ne!(
+        same,
+        hook_job_name("w", HookPoint::PreCutover, &changed),
+        "a changed hook runs again"
+    );
+    let allowed = vec![
+        "registry.example.gov.cn/migration/".to_owned(),
+        String::new(),
+    ];
+    assert!(hook_image_allowed(
+        "registry.example.gov.cn/migration/sync:1.4",
+        &allowed
+    ));
+    assert!(!hook_image_allowed("docker.io/evil/sync:1", &allowed));
+    assert!(
+        !hook_image_allowed("anything", &[String::new()]),
+        "an empty prefix allows nothing"
+    );
 }
 
 #[test]
