@@ -11,9 +11,11 @@
 //! - **migration rate** = (migrated + integrated) / (systems − retired): a system merged into
 //!   one on the cloud is on the cloud; a retired system is neither to be moved nor counted;
 //! - **integration rate** = integrated / (systems − retired);
-//! - rates are percentages with two decimals (half-up), `0.00` with nothing to count.
+//! - rates are percentages with two decimals (half-up), `0.00` with nothing to count;
+//! - **spend** is what the department's requests were charged from 1 January to the end of the
+//!   quarter, against its annual **budget** (where it has one); a region's are its tree's sums.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::Add};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -91,8 +93,9 @@ pub struct Counts {
     pub retired: u32,
 }
 
-impl Counts {
-    fn plus(self, o: Counts) -> Counts {
+impl Add for Counts {
+    type Output = Counts;
+    fn add(self, o: Counts) -> Counts {
         Counts {
             systems: self.systems + o.systems,
             migrated: self.migrated + o.migrated,
@@ -100,7 +103,50 @@ impl Counts {
             retired: self.retired + o.retired,
         }
     }
+}
 
+/// Spend against budget, in CNY.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spend {
+    pub spent: Decimal,
+    /// The annual budgets summed (zero when none).
+    pub budget: Decimal,
+    /// Whether any department counted has a budget.
+    pub budgeted: bool,
+}
+
+impl Add for Spend {
+    type Output = Spend;
+    fn add(self, o: Spend) -> Spend {
+        Spend {
+            spent: self.spent + o.spent,
+            budget: self.budget + o.budget,
+            budgeted: self.budgeted || o.budgeted,
+        }
+    }
+}
+
+impl Spend {
+    /// spent / budget, percent with two decimals; `None` without a budget.
+    pub fn percent(&self) -> Option<Decimal> {
+        if !self.budgeted {
+            return None;
+        }
+        if self.budget.is_zero() {
+            return Some(if self.spent.is_zero() {
+                Decimal::new(0, 2)
+            } else {
+                Decimal::new(10000, 2)
+            });
+        }
+        let mut r = (self.spent * Decimal::from(100) / self.budget)
+            .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        r.rescale(2);
+        Some(r)
+    }
+}
+
+impl Counts {
     /// (migrated + integrated) / (systems − retired), percent.
     pub fn migration_rate(&self) -> Decimal {
         rate(self.migrated + self.integrated, self.systems - self.retired)
@@ -155,21 +201,22 @@ pub fn own_counts(systems: &[SystemFacts], at: DateTime<Utc>) -> BTreeMap<String
     own
 }
 
-/// Each department's counts over its subtree (itself and every department below it).
-pub fn roll_up(
+/// Each department's figures (counts, spend) over its subtree (itself and every department
+/// below it).
+pub fn roll_up<T: Copy + Default + Add<Output = T>>(
     parents: &BTreeMap<String, Option<String>>,
-    own: &BTreeMap<String, Counts>,
-) -> BTreeMap<String, Counts> {
-    let mut total: BTreeMap<String, Counts> = BTreeMap::new();
+    own: &BTreeMap<String, T>,
+) -> BTreeMap<String, T> {
+    let mut total: BTreeMap<String, T> = BTreeMap::new();
     for dept in top_down(parents).into_iter().rev() {
         let children = parents
             .iter()
             .filter(|(c, p)| p.as_deref() == Some(dept.as_str()) && !in_cycle(parents, c))
-            .fold(Counts::default(), |acc, (c, _)| {
-                acc.plus(total.get(c).copied().unwrap_or_default())
+            .fold(T::default(), |acc, (c, _)| {
+                acc + total.get(c).copied().unwrap_or_default()
             });
         let mine = own.get(&dept).copied().unwrap_or_default();
-        total.insert(dept, mine.plus(children));
+        total.insert(dept, mine + children);
     }
     total
 }
@@ -180,6 +227,8 @@ pub struct DepartmentFacts {
     pub name: String,
     pub display_name: String,
     pub parent: Option<String>,
+    /// `spec.budget.annual`.
+    pub budget: Option<Decimal>,
 }
 
 /// Whether a row is one department's own systems or a region's (a root department's whole
@@ -213,15 +262,22 @@ pub struct ScorecardRow {
     pub integration_interim_met: bool,
     pub integration_target: String,
     pub integration_met: bool,
+    /// Charged from 1 January to the end of the quarter, CNY.
+    pub spent: String,
+    /// The annual budget (a region's: its tree's budgets summed); empty without one.
+    pub budget: String,
+    /// spent / budget, percent; empty without a budget.
+    pub budget_used: String,
 }
 
 /// The scorecard as of `at` (the end of the quarter named `quarter`): one row per department
-/// with its own systems, in name order, then one row per region (root department) with its
-/// whole tree.
+/// with its own systems and `spent` (its charges from 1 January to `at`), in name order, then
+/// one row per region (root department) with its whole tree.
 pub fn scorecard(
     quarter: &str,
     departments: &[DepartmentFacts],
     systems: &[SystemFacts],
+    spent: &BTreeMap<String, Decimal>,
     at: DateTime<Utc>,
 ) -> Vec<ScorecardRow> {
     let parents: BTreeMap<String, Option<String>> = departments
@@ -230,6 +286,18 @@ pub fn scorecard(
         .collect();
     let own = own_counts(systems, at);
     let subtree = roll_up(&parents, &own);
+    let own_spend: BTreeMap<String, Spend> = departments
+        .iter()
+        .map(|d| {
+            let spend = Spend {
+                spent: spent.get(&d.name).copied().unwrap_or_default(),
+                budget: d.budget.unwrap_or_default(),
+                budgeted: d.budget.is_some(),
+            };
+            (d.name.clone(), spend)
+        })
+        .collect();
+    let subtree_spend = roll_up(&parents, &own_spend);
     let region_of = |name: &str| {
         let mut at = name.to_owned();
         for _ in 0..parents.len() {
@@ -240,7 +308,7 @@ pub fn scorecard(
         }
         at
     };
-    let row = |d: &DepartmentFacts, scope: Scope, c: Counts| {
+    let row = |d: &DepartmentFacts, scope: Scope, c: Counts, spend: Spend| {
         let (m, i) = (c.migration_rate(), c.integration_rate());
         let target = |t: &str| t.parse::<Decimal>().unwrap_or_default();
         ScorecardRow {
@@ -261,6 +329,13 @@ pub fn scorecard(
             integration_interim_met: i >= target(INTEGRATION_TARGET_INTERIM),
             integration_target: INTEGRATION_TARGET.to_owned(),
             integration_met: i >= target(INTEGRATION_TARGET),
+            spent: format!("{:.2}", spend.spent.round_dp(2)),
+            budget: if spend.budgeted {
+                format!("{:.2}", spend.budget.round_dp(2))
+            } else {
+                String::new()
+            },
+            budget_used: spend.percent().map(|p| p.to_string()).unwrap_or_default(),
         }
     };
     let mut sorted: Vec<&DepartmentFacts> = departments.iter().collect();
@@ -272,6 +347,7 @@ pub fn scorecard(
                 d,
                 Scope::Department,
                 own.get(&d.name).copied().unwrap_or_default(),
+                own_spend.get(&d.name).copied().unwrap_or_default(),
             )
         })
         .collect();
@@ -284,45 +360,117 @@ pub fn scorecard(
                     d,
                     Scope::Region,
                     subtree.get(&d.name).copied().unwrap_or_default(),
+                    subtree_spend.get(&d.name).copied().unwrap_or_default(),
                 )
             }),
     );
     rows
 }
 
+/// The columns of the CSV and XLSX exports.
+pub const COLUMNS: [&str; 20] = [
+    "quarter",
+    "scope",
+    "name",
+    "display_name",
+    "region",
+    "systems",
+    "migrated",
+    "integrated",
+    "retired",
+    "migration_rate",
+    "migration_target",
+    "migration_met",
+    "integration_rate",
+    "integration_target_interim",
+    "integration_interim_met",
+    "integration_target",
+    "integration_met",
+    "spent",
+    "budget",
+    "budget_used",
+];
+
+/// The columns that hold numbers (written as numbers in XLSX).
+const NUMERIC: [usize; 11] = [5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18];
+
+/// A row's cells, in [`COLUMNS`] order.
+fn cells(r: &ScorecardRow) -> [String; 20] {
+    let scope = match r.scope {
+        Scope::Department => "department",
+        Scope::Region => "region",
+    };
+    [
+        r.quarter.clone(),
+        scope.to_owned(),
+        r.name.clone(),
+        r.display_name.clone(),
+        r.region.clone(),
+        r.systems.to_string(),
+        r.migrated.to_string(),
+        r.integrated.to_string(),
+        r.retired.to_string(),
+        r.migration_rate.clone(),
+        r.migration_target.clone(),
+        r.migration_met.to_string(),
+        r.integration_rate.clone(),
+        r.integration_target_interim.clone(),
+        r.integration_interim_met.to_string(),
+        r.integration_target.clone(),
+        r.integration_met.to_string(),
+        r.spent.clone(),
+        r.budget.clone(),
+        r.budget_used.clone(),
+    ]
+}
+
 /// CSV, UTF-8 with a BOM so that Excel opens the Chinese names, one header line.
 pub fn to_csv(rows: &[ScorecardRow]) -> String {
     let mut out = String::from("\u{feff}");
-    out.push_str("quarter,scope,name,display_name,region,systems,migrated,integrated,retired,migration_rate,migration_target,migration_met,integration_rate,integration_target_interim,integration_interim_met,integration_target,integration_met\n");
+    out.push_str(&COLUMNS.join(","));
+    out.push('\n');
     for r in rows {
-        let scope = match r.scope {
-            Scope::Department => "department",
-            Scope::Region => "region",
-        };
-        let fields = [
-            r.quarter.clone(),
-            scope.to_owned(),
-            r.name.clone(),
-            r.display_name.clone(),
-            r.region.clone(),
-            r.systems.to_string(),
-            r.migrated.to_string(),
-            r.integrated.to_string(),
-            r.retired.to_string(),
-            r.migration_rate.clone(),
-            r.migration_target.clone(),
-            r.migration_met.to_string(),
-            r.integration_rate.clone(),
-            r.integration_target_interim.clone(),
-            r.integration_interim_met.to_string(),
-            r.integration_target.clone(),
-            r.integration_met.to_string(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        let line: Vec<String> = cells(r).iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
     }
     out
+}
+
+/// An XLSX workbook (one sheet `Scorecard`), as bytes: counts, rates and money as numbers,
+/// a budget's empty cells left empty.
+pub fn to_xlsx(rows: &[ScorecardRow]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.set_name("Scorecard")?;
+    let bold = Format::new().set_bold();
+    let two = Format::new().set_num_format("0.00");
+    for (col, name) in COLUMNS.iter().enumerate() {
+        sheet.write_string_with_format(0, col as u16, *name, &bold)?;
+    }
+    for (n, r) in rows.iter().enumerate() {
+        let row = n as u32 + 1;
+        for (col, cell) in cells(r).iter().enumerate() {
+            let number = NUMERIC
+                .contains(&col)
+                .then(|| cell.parse::<f64>().ok())
+                .flatten();
+            match number {
+                Some(v) if cell.contains('.') => {
+                    sheet.write_number_with_format(row, col as u16, v, &two)?;
+                }
+                Some(v) => {
+                    sheet.write_number(row, col as u16, v)?;
+                }
+                None if cell.is_empty() => {}
+                None => {
+                    sheet.write_string(row, col as u16, cell)?;
+                }
+            }
+        }
+    }
+    book.save_to_buffer()
 }
 
 /// RFC 4180 quoting; a leading `=`, `+`, `-` or `@` is prefixed with `'` so a spreadsheet

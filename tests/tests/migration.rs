@@ -589,18 +589,33 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(ok, "report scorecard: {err}");
-    for line in [
+    // Then spend from 1 January: the department's requests have run a few minutes (a few fen);
+    // the region's tree spends what the department does; neither has a budget.
+    let mut spent = Vec::new();
+    for prefix in [
         format!(
-            "{quarter},department,{},测试单位,{},4,1,0,1,33.33,75.00,false,0.00,50.00,false,75.00,false",
+            "{quarter},department,{},测试单位,{},4,1,0,1,33.33,75.00,false,0.00,50.00,false,75.00,false,",
             f.dept, f.region
         ),
         format!(
-            "{quarter},region,{},测试区大数据局,{},4,1,0,1,33.33,75.00,false,0.00,50.00,false,75.00,false",
+            "{quarter},region,{},测试区大数据局,{},4,1,0,1,33.33,75.00,false,0.00,50.00,false,75.00,false,",
             f.region, f.region
         ),
     ] {
-        ensure!(csv.contains(&line), "{line} not in:\n{csv}");
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .with_context(|| format!("{prefix} not in:\n{csv}"))?;
+        let rest: Vec<&str> = line[prefix.len()..].split(',').collect();
+        ensure!(rest.len() == 3 && rest[1..] == ["", ""], "{line}");
+        spent.push(rest[0].parse::<f64>().with_context(|| line.to_owned())?);
     }
+    ensure!(
+        spent[0] == spent[1],
+        "region spend = department spend: {spent:?}"
+    );
+    // The same table as XLSX, read back by an independent reader.
+    let xlsx = std::env::temp_dir().join(format!("{}-scorecard.xlsx", f.dept));
     let (ok, _, err) = yunzhang(
         "platform-admin",
         &["system:masters"],
@@ -611,12 +626,70 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
             &quarter,
             "--format",
             "xlsx",
+            "--output",
+            xlsx.to_str().context("path")?,
         ],
     )
     .await?;
+    ensure!(ok, "report scorecard --format xlsx: {err}");
+    {
+        use calamine::{Data, Reader, Xlsx, open_workbook};
+        let mut book: Xlsx<_> = open_workbook(&xlsx)?;
+        let rows: Vec<Vec<Data>> = book
+            .worksheet_range("Scorecard")?
+            .rows()
+            .map(|r| r.to_vec())
+            .collect();
+        ensure!(rows[0][0] == Data::String("quarter".into()) && rows[0].len() == 20);
+        let row = rows
+            .iter()
+            .find(|r| {
+                r[1] == Data::String("department".into()) && r[2] == Data::String(f.dept.clone())
+            })
+            .context("the department's row in the XLSX")?;
+        ensure!(
+            row[3] == Data::String("测试单位".into())
+                && row[5] == Data::Float(4.0)
+                && row[9] == Data::Float(33.33)
+                && row[11] == Data::String("false".into())
+                // Running requests charge by the second: a fen or two more since the CSV.
+                && matches!(row[17], Data::Float(v) if (v - spent[0]).abs() < 0.05),
+            "{row:?}"
+        );
+    }
+    let _ = std::fs::remove_file(&xlsx);
+    // Spend against budget rolls up the tree in Department status: the region's subtree has the
+    // department's budget and spend.
+    depts
+        .patch(
+            &f.dept,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"budget": {"annual": "100000.00"}}})),
+        )
+        .await?;
+    let region = wait_for(&depts, &f.region, WAIT, |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.subtree.as_ref())
+            .and_then(|s| s.spend.as_ref())
+            .is_some_and(|s| s.budget.0 == "100000.00")
+    })
+    .await
+    .context("the region's status.subtree.spend")?;
+    let dept = depts.get(&f.dept).await?;
+    let own = dept
+        .status
+        .and_then(|s| s.budget)
+        .context("the department's status.budget")?;
+    let up = region
+        .status
+        .and_then(|s| s.subtree)
+        .and_then(|s| s.spend)
+        .context("spend")?;
+    let (a, b): (f64, f64) = (own.spent.0.parse()?, up.spent.0.parse()?);
     ensure!(
-        !ok && err.contains("--format csv"),
-        "xlsx says what to use instead: {err}"
+        (a - b).abs() < 0.05 && up.year == own.year,
+        "region {up:?} vs department {own:?}"
     );
     // A changed target reaches the request (a change, re-approved as the policy says).
     let mut changed = workload(&f, "nontax", "rehost", "internal", 3, Days::hours(-1));

@@ -187,6 +187,22 @@ pub struct SubtreeUsage {
     pub reserved: crate::api::QuotaLimits,
     /// Used across the subtree.
     pub used: crate::api::QuotaLimits,
+    /// This year's spend across the subtree against the budgets in it; absent when no
+    /// department in it has a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<SubtreeSpend>,
+}
+
+/// Spend of a department and every department below it, this calendar year (Asia/Shanghai).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct SubtreeSpend {
+    pub year: i32,
+    /// Charged to the subtree's requests this year so far.
+    pub spent: Money,
+    /// The annual budgets in the subtree, summed.
+    pub budget: Money,
+    /// `spent` as a percentage of `budget`, two decimals.
+    pub percent: String,
 }
 
 /// Observed state of a Department, written by the operator.

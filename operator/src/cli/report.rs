@@ -9,14 +9,17 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use chrono::Datelike;
 use chrono_tz::Asia::Shanghai;
 use kube::{Api, ResourceExt, api::ListParams};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 
 use crate::api::settlement_report::{ChecksumAlgorithm, Scope};
 use crate::api::{Department, MigrationWorkload};
-use crate::billing::Period;
+use crate::billing::{self, BillingConfig, Period, money::parse_money};
 use crate::reports::{self, Format};
-use crate::scorecard::{DepartmentFacts, SystemFacts, scorecard, to_csv};
+use crate::scorecard::{DepartmentFacts, SystemFacts, scorecard, to_csv, to_xlsx};
 
 /// `yunzhang report …`
 #[derive(clap::Subcommand, Debug)]
@@ -25,14 +28,17 @@ pub enum ReportCommand {
     Settlement(SettlementArgs),
     /// The quarterly scorecard (云长制季度报告): systems, migrated, integrated, retired and the
     /// migration (上云率) and integration (整合率) rates per department and per region, against
-    /// the targets (75 %; 50 % and 75 %).
+    /// the targets (75 %; 50 % and 75 %), with spend from 1 January against the annual budget.
     Scorecard {
         /// The quarter, e.g. 2026-Q4; figures are as of its end (Asia/Shanghai).
         #[arg(long)]
         quarter: String,
-        /// Output format (csv or json; xlsx is not built for the scorecard yet).
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
+        /// Write to this file instead of standard output (XLSX is binary).
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -70,10 +76,13 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API server (is KUBECONFIG set?)")?;
     let args = match command {
         ReportCommand::Settlement(args) => args,
-        ReportCommand::Scorecard { quarter, format } => {
-            let text = scorecard_report(&client, &quarter, format).await?;
-            print!("{text}");
-            return Ok(());
+        ReportCommand::Scorecard {
+            quarter,
+            format,
+            output,
+        } => {
+            let bytes = scorecard_report(&client, &quarter, format).await?;
+            return write_out(output.as_deref(), &bytes);
         }
     };
     let doc = match (&args.report, &args.period) {
@@ -106,12 +115,7 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
     };
     let names = reports::display_names(&client).await.unwrap_or_default();
     let bytes = reports::render(&doc, args.format, &names)?;
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
-        }
-        None => std::io::stdout().write_all(&bytes)?,
-    }
+    write_out(args.output.as_deref(), &bytes)?;
     eprintln!(
         "{} lines, total {} CNY, {} ({})",
         doc.line_count, doc.total, doc.checksum, doc.source
@@ -119,20 +123,46 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bytes` to `path`, or to standard output.
+fn write_out(path: Option<&std::path::Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        }
+        None => Ok(std::io::stdout().write_all(bytes)?),
+    }
+}
+
 async fn scorecard_report(
     client: &kube::Client,
     quarter: &str,
     format: Format,
-) -> anyhow::Result<String> {
-    if format == Format::Xlsx {
-        anyhow::bail!(
-            "--format xlsx is not built for the scorecard yet: use --format csv, which Excel opens"
-        );
-    }
-    let end = Period::parse_quarter(quarter)
+) -> anyhow::Result<Vec<u8>> {
+    let bounds = Period::parse_quarter(quarter)
         .and_then(|p| p.bounds(Shanghai))
-        .map_err(|e| anyhow::anyhow!("--quarter: {e}"))?
-        .end;
+        .map_err(|e| anyhow::anyhow!("--quarter: {e}"))?;
+    let end = bounds.end;
+    // Spend from 1 January (local) to the quarter's end, settled as a report would.
+    let year = bounds.start.with_timezone(&Shanghai).year();
+    let year_to_date = Period::Range {
+        from: billing::budget::year_period(year, &BillingConfig::default())
+            .and_then(|p| p.bounds(Shanghai))
+            .map_err(|e| anyhow::anyhow!("--quarter: {e}"))?
+            .start,
+        to: end,
+    };
+    let settled = reports::compute(
+        client,
+        &year_to_date,
+        &Scope::default(),
+        ChecksumAlgorithm::default(),
+    )
+    .await
+    .context("settling the year to date (finance viewers and platform admins may)")?;
+    let mut spent: BTreeMap<String, Decimal> = BTreeMap::new();
+    for line in &settled.lines {
+        *spent.entry(line.department.clone()).or_default() += line.amount;
+    }
     let departments = Api::<Department>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -156,11 +186,17 @@ async fn scorecard_report(
             name: d.name_any(),
             display_name: d.spec.display_name.clone(),
             parent: d.spec.parent.clone(),
+            budget: d
+                .spec
+                .budget
+                .as_ref()
+                .and_then(|b| parse_money("spec.budget.annual", &b.annual).ok()),
         })
         .collect();
-    let rows = scorecard(quarter, &facts, &systems, end);
+    let rows = scorecard(quarter, &facts, &systems, &spent, end);
     Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&rows)? + "\n",
-        _ => to_csv(&rows),
+        Format::Json => (serde_json::to_string_pretty(&rows)? + "\n").into_bytes(),
+        Format::Csv => to_csv(&rows).into_bytes(),
+        Format::Xlsx => to_xlsx(&rows)?,
     })
 }

@@ -22,14 +22,18 @@ use super::{
     status::{apply_status, status_differs},
 };
 use chrono::Datelike;
+use rust_decimal::Decimal;
 
 use crate::{
     api::{
         DEPARTMENT_LABEL, Department, Phase, SubjectKind,
-        department::{BudgetStatus, MigrationFigures},
+        department::{BudgetStatus, MigrationFigures, SubtreeSpend},
         settlement_report::Scope,
     },
-    billing::{self, BillingConfig, FixedClock, budget, money::parse_money},
+    billing::{
+        self, BillingConfig, FixedClock, budget,
+        money::{format_money, parse_money, round_fen},
+    },
     conditions::{self, condition},
     notify::Notification,
     scorecard::{self, SystemFacts},
@@ -195,7 +199,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "liveRequestCount": live.len(),
         "liveRequests": live.iter().take(10).collect::<Vec<_>>(),
         "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
-        "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api()},
+        "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api(), "spend": subtree_spend(&ctx, &dept, now)},
         "migration": migration,
         "conditions": conds,
     });
@@ -241,6 +245,66 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         ctx.tenancy.admit_department(&ctx, &name, None).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// This year's spend of the department and every department below it against the budgets in
+/// that subtree; `None` when none of them has a budget (no settlement is run then).
+fn subtree_spend(
+    ctx: &SharedContext,
+    dept: &Department,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<SubtreeSpend> {
+    let parents = ctx.tenancy.parents();
+    let root = dept.name_any();
+    let departments = ctx.tenancy.departments.state();
+    let members: Vec<&Department> = departments
+        .iter()
+        .filter(|d| hierarchy::within(&parents, &d.name_any(), &root))
+        .map(AsRef::as_ref)
+        .collect();
+    let budgets: Vec<Decimal> = members
+        .iter()
+        .filter_map(|d| d.spec.budget.as_ref())
+        .filter_map(|b| parse_money("spec.budget.annual", &b.annual).ok())
+        .collect();
+    if budgets.is_empty() {
+        return None;
+    }
+    let config = BillingConfig::default();
+    let year = now.with_timezone(&config.zone).year();
+    let spent = (|| {
+        let period = budget::year_period(year, &config)?;
+        let scope = Scope {
+            departments: members.iter().map(|d| d.name_any()).collect(),
+            providers: vec![],
+        };
+        let requests = ctx.tenancy.requests.state();
+        let books = ctx.tenancy.price_books.state();
+        Ok::<_, billing::BillingError>(
+            billing::settle_requests(
+                requests.iter().map(AsRef::as_ref),
+                books.iter().map(AsRef::as_ref),
+                &period,
+                &scope,
+                &config,
+                &FixedClock(now),
+            )?
+            .total,
+        )
+    })()
+    .inspect_err(|e| tracing::warn!(department = %root, error = %e, "subtree spend not computed"))
+    .ok()?;
+    let spend = scorecard::Spend {
+        spent,
+        budget: budgets.iter().sum(),
+        budgeted: true,
+    };
+    Some(SubtreeSpend {
+        year,
+        spent: format_money("status.subtree.spend.spent", round_fen(spent)).ok()?,
+        budget: format_money("status.subtree.spend.budget", spend.budget).ok()?,
+        percent: spend.percent().unwrap_or_default().to_string(),
+    })
 }
 
 /// This year's spend against `spec.budget` and the thresholds newly crossed; `None` without a

@@ -81,9 +81,10 @@ impl TenancyControllers {
         let cfg = || watcher::Config::default().any_semantic();
         let t = ctx.tenancy.clone();
 
-        // A Department re-reconciles when its namespaces, bindings or policies change, and when
-        // requests or quotas in its namespaces (or below it) change its usage figures.
-        let (t1, t2, t5) = (t.clone(), t.clone(), t.clone());
+        // A Department re-reconciles when its namespaces, bindings or policies change, when
+        // requests or quotas in its namespaces (or below it) change its usage figures, and when a
+        // department below it changes (its budget counts in the subtree's spend).
+        let (t1, t2, t5, t6) = (t.clone(), t.clone(), t.clone(), t.clone());
         let departments = self
             .departments
             .owns(Api::<Namespace>::all(client.clone()), cfg())
@@ -102,6 +103,9 @@ impl TenancyControllers {
                 cfg(),
                 move |mw| departments_above(&t5, mw.namespace()),
             )
+            .watches(Api::<Department>::all(client.clone()), cfg(), move |d| {
+                ancestors(&t6, d.spec.parent.clone(), vec![])
+            })
             .graceful_shutdown_on(stop())
             .run(
                 reconcile_department,
@@ -229,9 +233,21 @@ fn departments_above(t: &Arc<tenancy::Tenancy>, ns: Option<String>) -> Vec<Objec
     let Some(dept) = ns.and_then(|ns| t.department_of(&ns)) else {
         return vec![];
     };
+    ancestors(
+        t,
+        dept.spec.parent.clone(),
+        vec![ObjectRef::new(&dept.name_any())],
+    )
+}
+
+/// `refs` followed by the department `parent` and every one above it (a cycle ends the walk).
+fn ancestors(
+    t: &Arc<tenancy::Tenancy>,
+    parent: Option<String>,
+    mut refs: Vec<ObjectRef<Department>>,
+) -> Vec<ObjectRef<Department>> {
     let parents = t.parents();
-    let mut refs = vec![ObjectRef::new(&dept.name_any())];
-    let mut at = dept.spec.parent.clone();
+    let mut at = parent;
     while let Some(p) = at.filter(|p| refs.iter().all(|r| &r.name != p)) {
         refs.push(ObjectRef::new(&p));
         at = parents.get(&p).cloned().flatten();

@@ -20,6 +20,7 @@ fn dept(name: &str, display: &str, parent: Option<&str>) -> DepartmentFacts {
         name: name.into(),
         display_name: display.into(),
         parent: parent.map(str::to_owned),
+        budget: None,
     }
 }
 
@@ -104,7 +105,13 @@ type Row<'a> = (
 #[test]
 fn the_quarterly_scorecard_of_three_departments_equals_the_expected_table() {
     let (departments, systems) = fixture();
-    let rows = scorecard("2026-Q4", &departments, &systems, q4_end());
+    let rows = scorecard(
+        "2026-Q4",
+        &departments,
+        &systems,
+        &BTreeMap::new(),
+        q4_end(),
+    );
     let table: Vec<Row> = rows
         .iter()
         .map(|r| {
@@ -160,7 +167,13 @@ fn the_quarterly_scorecard_of_three_departments_equals_the_expected_table() {
             .all(|r| r.region == "gx" && r.quarter == "2026-Q4")
     );
     // A quarter earlier nothing was done yet.
-    let q3 = scorecard("2026-Q3", &departments, &systems, t(9, 30));
+    let q3 = scorecard(
+        "2026-Q3",
+        &departments,
+        &systems,
+        &BTreeMap::new(),
+        t(9, 30),
+    );
     assert!(
         q3.iter()
             .all(|r| r.migrated == 0 && r.migration_rate == "0.00")
@@ -175,12 +188,18 @@ fn the_quarterly_scorecard_of_three_departments_equals_the_expected_table() {
 #[test]
 fn the_csv_has_a_bom_a_header_and_one_line_per_row_and_defuses_formulas() {
     let (departments, systems) = fixture();
-    let mut rows = scorecard("2026-Q4", &departments, &systems, q4_end());
+    let mut rows = scorecard(
+        "2026-Q4",
+        &departments,
+        &systems,
+        &BTreeMap::new(),
+        q4_end(),
+    );
     rows[0].display_name = "=HYPERLINK(\"x\",\"y\")".into();
     let csv = to_csv(&rows);
     assert!(csv.starts_with("\u{feff}quarter,scope,name,"));
     assert_eq!(csv.lines().count(), 5);
-    assert!(csv.contains("department,gx-tax,国家税务总局广西壮族自治区税务局,gx,20,4,10,4,87.50,75.00,true,62.50,50.00,true,75.00,false"), "{csv}");
+    assert!(csv.contains("department,gx-tax,国家税务总局广西壮族自治区税务局,gx,20,4,10,4,87.50,75.00,true,62.50,50.00,true,75.00,false,0.00,,\n"), "{csv}");
     assert!(
         csv.contains(",\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\","),
         "{csv}"
@@ -199,4 +218,38 @@ fn subtree_figures_roll_up_through_the_hierarchy() {
     assert_eq!(up["gx"].to_figures().migration_rate, "84.91");
     assert_eq!(up["gx-tax"], own["gx-tax"]);
     assert_eq!(Counts::default().to_figures().integration_rate, "0.00");
+}
+
+#[test]
+fn spend_against_budget_rolls_up_to_the_region() {
+    let (mut departments, systems) = fixture();
+    departments[1].budget = Some(Decimal::new(1_000_000, 2)); // gx-finance ¥10,000.00
+    departments[2].budget = Some(Decimal::new(500_000, 2)); // gx-tax ¥5,000.00
+    let spent = BTreeMap::from([
+        ("gx".to_owned(), Decimal::new(12_345, 2)),
+        ("gx-finance".to_owned(), Decimal::new(812_345, 2)),
+        ("gx-tax".to_owned(), Decimal::new(250_000, 2)),
+    ]);
+    let rows = scorecard("2026-Q4", &departments, &systems, &spent, q4_end());
+    let spend: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.spent.as_str(),
+                r.budget.as_str(),
+                r.budget_used.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        spend,
+        vec![
+            ("gx", "123.45", "", ""),
+            ("gx-finance", "8123.45", "10000.00", "81.23"),
+            ("gx-tax", "2500.00", "5000.00", "50.00"),
+            // 123.45 + 8,123.45 + 2,500.00 = 10,746.90; / 15,000.00 = 71.646
+            ("gx", "10746.90", "15000.00", "71.65"),
+        ]
+    );
 }

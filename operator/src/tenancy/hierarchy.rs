@@ -61,6 +61,22 @@ pub fn top_down(parents: &BTreeMap<String, Option<String>>) -> Vec<String> {
     order
 }
 
+/// Whether `name` is `ancestor` or below it (following parents; a cycle ends the walk).
+pub fn within(parents: &BTreeMap<String, Option<String>>, name: &str, ancestor: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut at = Some(name.to_owned());
+    while let Some(n) = at {
+        if n == ancestor {
+            return true;
+        }
+        if !seen.insert(n.clone()) {
+            return false;
+        }
+        at = parents.get(&n).and_then(|p| p.clone());
+    }
+    false
+}
+
 /// Whether following parents from `name` comes back to it.
 pub fn in_cycle(parents: &BTreeMap<String, Option<String>>, name: &str) -> bool {
     let mut seen = BTreeSet::new();
