@@ -253,11 +253,7 @@ impl LineKey {
 /// is moved once, to its place.
 fn sort_settled(halves: [Vec<SettlementLine>; 2]) -> Vec<SettlementLine> {
     let parallel = halves[0].len() + halves[1].len() >= PARALLEL_FROM;
-    let (a, b) = both(
-        parallel,
-        || Pairs::of(&halves[0]),
-        || Pairs::of(&halves[1]),
-    );
+    let (a, b) = both(parallel, || Pairs::of(&halves[0]), || Pairs::of(&halves[1]));
     let [names_a, names_b] = global_ranks([&a.names, &b.names]);
     let [kinds_a, kinds_b] = global_ranks([&a.kinds, &b.kinds]);
     let keys = |half: u8, pairs: &Pairs, names: &[u32], kinds: &[u32]| -> Vec<LineKey> {
@@ -389,7 +385,8 @@ fn totals(lines: &[SettlementLine]) -> Result<Totals, BillingError> {
         }
         by_department.insert(department[0].department.clone(), sum);
     }
-    let owned = |m: BTreeMap<&str, Decimal>| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let owned =
+        |m: BTreeMap<&str, Decimal>| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     Ok(Totals {
         total,
         by_department,
@@ -630,8 +627,21 @@ mod tests {
         let d = |s: &str| Decimal::from_str(s).unwrap();
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let amounts = [
-            "0", "0.005", "0.004999", "57.6", "1000", "2.345", "99.995", "9.999", "12.5",
-            "33.33", "100", "0.1", "123456789012.345", "-0.005", "-12.3",
+            "0",
+            "0.005",
+            "0.004999",
+            "57.6",
+            "1000",
+            "2.345",
+            "99.995",
+            "9.999",
+            "12.5",
+            "33.33",
+            "100",
+            "0.1",
+            "123456789012.345",
+            "-0.005",
+            "-12.3",
         ];
         let instants = [
             "2026-10-01T00:00:00+08:00",
