@@ -43,6 +43,11 @@ pub fn operator_binary() -> PathBuf {
 
 impl Operator {
     pub async fn start(log: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(log, &[]).await
+    }
+
+    /// [`Operator::start`] with extra environment variables (e.g. the local executor's `YZ_TOFU`).
+    pub async fn start_with_env(log: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Self> {
         let kubeconfig = tokio::task::spawn_blocking(|| {
             kubeconfig_for(
                 OPERATOR_USER,
@@ -73,6 +78,7 @@ impl Operator {
             ])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())

@@ -1,4 +1,4 @@
-//! `yunzhang-bench`: P1–P3 of docs/benchmarks.md against the local control plane
+//! `yunzhang-bench`: P1–P3 and P5 of docs/benchmarks.md against the local control plane
 //! (`hack/cluster-up` with the `YZ_*` ports of the environment). Run by `hack/bench`, which
 //! gives it a cluster of its own; each subcommand writes `<out>/pN.json` and `<out>/pN.md`.
 
@@ -6,6 +6,7 @@ mod common;
 mod p1;
 mod p2;
 mod p3;
+mod p5;
 mod watch;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
         /// Creates in flight at a time (and the baseline's requests in flight).
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Runs at every size after the first (default: `--runs`).
+        #[arg(long)]
+        large_runs: Option<usize>,
     },
     /// Approval → next phase latency.
     P2 {
@@ -46,6 +50,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1000:50000")]
         sizes: Vec<String>,
     },
+    /// Approval → Active with the local OpenTofu executor, against tofu by hand.
+    P5,
 }
 
 #[tokio::main]
@@ -55,10 +61,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(yunzhang_integration::cluster).await?;
     std::fs::create_dir_all(&cli.out)?;
     match cli.command {
-        Command::P1 { sizes, concurrency } => {
+        Command::P1 {
+            sizes,
+            concurrency,
+            large_runs,
+        } => {
             p1::run(p1::Args {
                 sizes,
                 runs: cli.runs,
+                large_runs: large_runs.unwrap_or(cli.runs),
                 concurrency,
                 out: cli.out,
             })
@@ -84,6 +95,13 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             p3::run(p3::Args {
                 sizes,
+                runs: cli.runs,
+                out: cli.out,
+            })
+            .await
+        }
+        Command::P5 => {
+            p5::run(p5::Args {
                 runs: cli.runs,
                 out: cli.out,
             })

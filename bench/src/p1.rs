@@ -32,6 +32,8 @@ const OPERATOR_MANAGER: &str = "yunzhang-operator";
 pub struct Args {
     pub sizes: Vec<usize>,
     pub runs: usize,
+    /// Runs at every size after the first (the larger ones take longest).
+    pub large_runs: usize,
     pub concurrency: usize,
     pub out: std::path::PathBuf,
 }
@@ -58,12 +60,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let log = args.out.join("operator-p1.log");
     let mut sizes_md = String::new();
     let mut summary = Vec::new();
-    for &n in &args.sizes {
+    for (size, &n) in args.sizes.iter().enumerate() {
+        let runs_here = if size == 0 {
+            args.runs
+        } else {
+            args.large_runs
+        };
         // The operator's runs, then (operator stopped) the baseline's.
         let op = Operator::start(&log).await?;
         let mut runs = Vec::new();
         let mut templates = Templates::default();
-        for r in 0..args.runs {
+        for r in 0..runs_here {
             let (run, t) = operator_run(&admin, &member, n, args.concurrency).await?;
             say(format_args!(
                 "P1 n={n} operator run {}: {:.1}s, {} writes",
@@ -98,7 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             })
             .collect();
         let mut baseline = Vec::new();
-        for r in 0..args.runs {
+        for r in 0..runs_here {
             let secs = baseline_run(&admin, n, args.concurrency, &counts, &templates).await?;
             say(format_args!("P1 n={n} baseline run {}: {secs:.1}s", r + 1));
             baseline.push(secs);

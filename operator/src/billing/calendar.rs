@@ -127,6 +127,40 @@ pub fn month_containing(
     Ok((month, month.start(zone)?, month.next().start(zone)?))
 }
 
+/// Month boundaries in one zone, remembered once computed: a settlement asks for the same few
+/// months for every piece it charges, and each answer costs several time-zone conversions.
+pub struct MonthBounds {
+    zone: Tz,
+    /// Months met so far as `(start, end)`, sorted by start; months don't overlap.
+    known: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl MonthBounds {
+    pub fn new(zone: Tz) -> Self {
+        MonthBounds {
+            zone,
+            known: Vec::new(),
+        }
+    }
+
+    /// Start and end of the month containing `t`, as [`month_containing`] gives them.
+    pub fn containing(
+        &mut self,
+        t: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), BillingError> {
+        let i = self.known.partition_point(|(start, _)| *start <= t);
+        if let Some(&(start, end)) = i.checked_sub(1).and_then(|j| self.known.get(j))
+            && t < end
+        {
+            return Ok((start, end));
+        }
+        let (_, start, end) = month_containing(self.zone, t)?;
+        // `start <= t` and the month before `i` ends by `t`: sorted order holds at `i`.
+        self.known.insert(i, (start, end));
+        Ok((start, end))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +198,25 @@ mod tests {
             local_day_start(zone, day).unwrap(),
             parse_instant("t", "2018-11-04T01:00:00-02:00").unwrap()
         );
+    }
+
+    #[test]
+    fn remembered_months_are_the_computed_ones() {
+        let zone = Tz::Asia__Shanghai;
+        let mut months = MonthBounds::new(zone);
+        for s in [
+            "2026-10-15T00:00:00Z",
+            "2026-09-30T15:59:59Z",
+            "2026-09-30T16:00:00Z",
+            "2026-12-31T16:00:00Z",
+            "2026-10-31T15:59:59Z",
+            "2026-10-31T16:00:00Z",
+        ] {
+            let t = parse_instant("t", s).unwrap();
+            let (_, start, end) = month_containing(zone, t).unwrap();
+            assert_eq!(months.containing(t).unwrap(), (start, end), "{s}");
+            assert_eq!(months.containing(t).unwrap(), (start, end), "{s} again");
+        }
     }
 
     #[test]

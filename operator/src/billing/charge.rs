@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::calendar::{month_containing, whole_seconds};
+use super::calendar::{MonthBounds, whole_seconds};
 use super::money::{discounted_share, round_fen};
 use super::period::TimeRange;
 use super::prices::Prices;
@@ -111,32 +111,52 @@ pub fn charge_interval(
     prices: &Prices,
     config: &BillingConfig,
 ) -> Result<Vec<Charge>, BillingError> {
-    check(interval)?;
-    let start = whole_seconds(interval.from).max(window.start);
-    let end = whole_seconds(interval.to.unwrap_or(now)).min(window.end);
     let mut charges = Vec::new();
-    let mut cursor = start;
-    while cursor < end {
-        let price = prices.resolve(&interval.provider, &interval.sku, cursor)?;
-        let (_, _, month_end) = month_containing(config.zone, cursor)?;
-        let mut piece_end = end.min(month_end);
-        if let Some(until) = price.until {
-            piece_end = piece_end.min(until);
-        }
-        let charge = charge_piece(interval, cursor, piece_end, price, config)?;
-        charges.push(charge);
-        cursor = piece_end;
-    }
+    charge_pieces(
+        interval,
+        window,
+        now,
+        prices,
+        &mut MonthBounds::new(config.zone),
+        |c| charges.push(c),
+    )?;
     Ok(charges)
 }
 
-/// Prices `[from, to)`, which lies in one month and in `price`'s period.
+/// [`charge_interval`], handing each piece to `each` in time order, with month boundaries
+/// remembered in `months` (a settlement charges a million intervals in the same few months).
+pub(crate) fn charge_pieces(
+    interval: &Interval,
+    window: TimeRange,
+    now: DateTime<Utc>,
+    prices: &Prices,
+    months: &mut MonthBounds,
+    mut each: impl FnMut(Charge),
+) -> Result<(), BillingError> {
+    check(interval)?;
+    let start = whole_seconds(interval.from).max(window.start);
+    let end = whole_seconds(interval.to.unwrap_or(now)).min(window.end);
+    let mut cursor = start;
+    while cursor < end {
+        let price = prices.resolve(&interval.provider, &interval.sku, cursor)?;
+        let month = months.containing(cursor)?;
+        let mut piece_end = end.min(month.1);
+        if let Some(until) = price.until {
+            piece_end = piece_end.min(until);
+        }
+        each(charge_piece(interval, cursor, piece_end, month, price)?);
+        cursor = piece_end;
+    }
+    Ok(())
+}
+
+/// Prices `[from, to)`, which lies in `month` (its start and end) and in `price`'s period.
 fn charge_piece(
     interval: &Interval,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    month: (DateTime<Utc>, DateTime<Utc>),
     price: &super::prices::PricePoint,
-    config: &BillingConfig,
 ) -> Result<Charge, BillingError> {
     let overflow = || BillingError::Overflow {
         what: format!("{} item {}", interval.request, interval.item),
@@ -144,10 +164,7 @@ fn charge_piece(
     let seconds = (to - from).num_seconds();
     let denominator = match price.unit {
         PriceUnit::Hour => SECONDS_PER_HOUR,
-        PriceUnit::Month => {
-            let (_, month_start, month_end) = month_containing(config.zone, from)?;
-            (month_end - month_start).num_seconds()
-        }
+        PriceUnit::Month => (month.1 - month.0).num_seconds(),
     };
     let discount = price.discount_for(&interval.department);
     let exact = discounted_share(
@@ -194,7 +211,7 @@ fn check(interval: &Interval) -> Result<(), BillingError> {
         ("item", &interval.item),
         ("sku", &interval.sku),
     ] {
-        if value.is_empty() || value.chars().any(|c| c == '|' || c.is_control()) {
+        if value.is_empty() || !plain_text(value) {
             return Err(invalid(format!(
                 "{field} {value:?} must be non-empty, without '|' or control characters"
             )));
@@ -206,7 +223,7 @@ fn check(interval: &Interval) -> Result<(), BillingError> {
             interval.quantity
         )));
     }
-    if interval.quantity.normalize().scale() > 2 {
+    if interval.quantity.scale() > 2 && interval.quantity.normalize().scale() > 2 {
         return Err(invalid(format!(
             "quantity {} has more than two decimals",
             interval.quantity
@@ -222,6 +239,16 @@ fn check(interval: &Interval) -> Result<(), BillingError> {
         )));
     }
     Ok(())
+}
+
+/// Without `|` and control characters. Bytes for ASCII (every name in practice), characters
+/// otherwise (C1 controls are two bytes in UTF-8).
+fn plain_text(value: &str) -> bool {
+    if value.is_ascii() {
+        !value.bytes().any(|b| b == b'|' || b.is_ascii_control())
+    } else {
+        !value.chars().any(|c| c == '|' || c.is_control())
+    }
 }
 
 /// What a price multiplies for `item`: its count, or for a per-GiB price its count × size in GiB

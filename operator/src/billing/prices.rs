@@ -93,8 +93,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// All prices of all providers, indexed by (provider, SKU), without overlaps.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prices {
-    /// (provider, SKU) → price points sorted by `from`, pairwise disjoint.
-    points: BTreeMap<(String, String), Vec<PricePoint>>,
+    /// provider → SKU → price points sorted by `from`, pairwise disjoint. Nested so that a
+    /// lookup borrows the names instead of allocating a key (a settlement looks up every piece).
+    points: Index,
 }
 
 impl Prices {
@@ -119,7 +120,8 @@ impl Prices {
         at: DateTime<Utc>,
     ) -> Result<&PricePoint, BillingError> {
         self.points
-            .get(&(provider.to_owned(), sku.to_owned()))
+            .get(provider)
+            .and_then(|skus| skus.get(sku))
             .and_then(|points| points.iter().find(|p| p.in_force_at(at)))
             .ok_or_else(|| BillingError::NoPrice {
                 provider: provider.to_owned(),
@@ -138,7 +140,7 @@ pub fn find_overlaps<'a>(
     Ok(overlaps_in(&index(books)?))
 }
 
-type Index = BTreeMap<(String, String), Vec<PricePoint>>;
+type Index = BTreeMap<String, BTreeMap<String, Vec<PricePoint>>>;
 
 fn index<'a>(
     books: impl IntoIterator<Item = (&'a str, &'a PriceBookSpec)>,
@@ -147,12 +149,14 @@ fn index<'a>(
     for (name, spec) in books {
         for point in parse_book(name, spec)? {
             points
-                .entry((point.provider.clone(), point.sku.clone()))
+                .entry(point.provider.clone())
+                .or_default()
+                .entry(point.sku.clone())
                 .or_default()
                 .push(point);
         }
     }
-    for list in points.values_mut() {
+    for list in points.values_mut().flat_map(BTreeMap::values_mut) {
         list.sort_by(|a, b| a.from.cmp(&b.from).then_with(|| a.book.cmp(&b.book)));
     }
     Ok(points)
@@ -216,7 +220,7 @@ fn parse_book(name: &str, spec: &PriceBookSpec) -> Result<Vec<PricePoint>, Billi
 
 fn overlaps_in(points: &Index) -> Vec<Overlap> {
     let mut overlaps = Vec::new();
-    for list in points.values() {
+    for list in points.values().flat_map(BTreeMap::values) {
         for (i, a) in list.iter().enumerate() {
             for b in &list[i + 1..] {
                 // Sorted by `from`, so `b` starts no earlier than `a`: they overlap when `b`

@@ -184,7 +184,11 @@ struct Inner {
 
 impl LocalExecutor {
     /// Creates the work dir and, unless configured, the empty CLI configuration.
-    pub fn new(config: LocalConfig) -> Result<Self, ExecError> {
+    pub fn new(mut config: LocalConfig) -> Result<Self, ExecError> {
+        // `tofu` runs in each workspace directory: paths it is given must not be relative to
+        // the operator's working directory (a relative `--tofu-work-dir` failed every apply).
+        config.work_dir = std::path::absolute(&config.work_dir)
+            .map_err(|e| io_error("finding", &config.work_dir, e))?;
         create_private_dir(&config.work_dir)?;
         let cli_config = match &config.cli_config {
             Some(path) => path.clone(),
