@@ -270,30 +270,12 @@ fn subtree_spend(
     if budgets.is_empty() {
         return None;
     }
-    let config = BillingConfig::default();
-    let year = now.with_timezone(&config.zone).year();
-    let spent = (|| {
-        let period = budget::year_period(year, &config)?;
-        let scope = Scope {
-            departments: members.iter().map(|d| d.name_any()).collect(),
-            providers: vec![],
-        };
-        let requests = ctx.tenancy.requests.state();
-        let books = ctx.tenancy.price_books.state();
-        Ok::<_, billing::BillingError>(
-            billing::settle_requests(
-                requests.iter().map(AsRef::as_ref),
-                books.iter().map(AsRef::as_ref),
-                &period,
-                &scope,
-                &config,
-                &FixedClock(now),
-            )?
-            .total,
+    let year = now.with_timezone(&BillingConfig::default().zone).year();
+    let spent = spent_this_year(ctx, members.iter().map(|d| d.name_any()).collect(), now)
+        .inspect_err(
+            |e| tracing::warn!(department = %root, error = %e, "subtree spend not computed"),
         )
-    })()
-    .inspect_err(|e| tracing::warn!(department = %root, error = %e, "subtree spend not computed"))
-    .ok()?;
+        .ok()?;
     let spend = scorecard::Spend {
         spent,
         budget: budgets.iter().sum(),
@@ -305,6 +287,32 @@ fn subtree_spend(
         budget: format_money("status.subtree.spend.budget", spend.budget).ok()?,
         percent: spend.percent().unwrap_or_default().to_string(),
     })
+}
+
+/// What `departments`' requests were charged this calendar year up to `now`, settled exactly as
+/// a report would.
+fn spent_this_year(
+    ctx: &SharedContext,
+    departments: Vec<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Decimal, billing::BillingError> {
+    let config = BillingConfig::default();
+    let period = budget::year_period(now.with_timezone(&config.zone).year(), &config)?;
+    let scope = Scope {
+        departments,
+        providers: vec![],
+    };
+    let requests = ctx.tenancy.requests.state();
+    let books = ctx.tenancy.price_books.state();
+    Ok(billing::settle_requests(
+        requests.iter().map(AsRef::as_ref),
+        books.iter().map(AsRef::as_ref),
+        &period,
+        &scope,
+        &config,
+        &FixedClock(now),
+    )?
+    .total)
 }
 
 /// This year's spend against `spec.budget` and the thresholds newly crossed; `None` without a
@@ -322,22 +330,7 @@ fn budget_of(
     let year = now.with_timezone(&config.zone).year();
     let assessed = (|| {
         let annual = parse_money("spec.budget.annual", &spec.annual)?;
-        let period = budget::year_period(year, &config)?;
-        let scope = Scope {
-            departments: vec![dept.name_any()],
-            providers: vec![],
-        };
-        let requests = ctx.tenancy.requests.state();
-        let books = ctx.tenancy.price_books.state();
-        let spent = billing::settle_requests(
-            requests.iter().map(AsRef::as_ref),
-            books.iter().map(AsRef::as_ref),
-            &period,
-            &scope,
-            &config,
-            &FixedClock(now),
-        )?
-        .total;
+        let spent = spent_this_year(ctx, vec![dept.name_any()], now)?;
         budget::assess(year, annual, spent, previous.as_ref())
     })();
     match assessed {

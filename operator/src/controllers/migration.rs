@@ -100,6 +100,23 @@ pub fn target_request(mw: &MigrationWorkload) -> Option<ResourceRequest> {
     Some(rr)
 }
 
+/// Create `obj` as the operator; `false` when it exists already (made by an earlier reconcile
+/// the stores hadn't seen yet).
+async fn create_once<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The hook configured at `point`.
 fn hook_at(mw: &MigrationWorkload, point: HookPoint) -> Option<&Hook> {
     let hooks = mw.spec.hooks.as_ref()?;
@@ -310,20 +327,11 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
         for step in &decision.actions {
             match step {
                 Step::CreateRequest => {
-                    if let Some(rr) = target_request(&mw) {
-                        match rr_api
-                            .create(
-                                &PostParams {
-                                    field_manager: Some(FIELD_MANAGER.into()),
-                                    ..PostParams::default()
-                                },
-                                &rr,
-                            )
-                            .await
-                        {
-                            Ok(_) => {
-                                info!(workload = %format!("{ns}/{name}"), request = %rr_name, "target request created");
-                                publish_event(
+                    if let Some(rr) = target_request(&mw)
+                        && create_once(&rr_api, &rr).await?
+                    {
+                        info!(workload = %format!("{ns}/{name}"), request = %rr_name, "target request created");
+                        publish_event(
                                     &ctx,
                                     mw.as_ref(),
                                     EventType::Normal,
@@ -332,11 +340,6 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                                     format!("created ResourceRequest {rr_name} for the target resources, on behalf of {}", requester.clone().unwrap_or_default()),
                                 )
                                 .await;
-                            }
-                            // Created already; the store hadn't seen it yet.
-                            Err(kube::Error::Api(s)) if s.code == 409 => {}
-                            Err(e) => return Err(e.into()),
-                        }
                     }
                 }
                 Step::UpdateRequest => {
@@ -369,30 +372,17 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                     let job = hook_job(&mw, *point, hook)?;
                     let job_name = job.name_any();
                     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-                    match jobs
-                        .create(
-                            &PostParams {
-                                field_manager: Some(FIELD_MANAGER.into()),
-                                ..PostParams::default()
-                            },
-                            &job,
+                    if create_once(&jobs, &job).await? {
+                        info!(workload = %format!("{ns}/{name}"), job = %job_name, "hook started");
+                        publish_event(
+                            &ctx,
+                            mw.as_ref(),
+                            EventType::Normal,
+                            "HookStarted",
+                            "RunHook",
+                            format!("{} hook Job {job_name} started", point.label()),
                         )
-                        .await
-                    {
-                        Ok(_) => {
-                            info!(workload = %format!("{ns}/{name}"), job = %job_name, "hook started");
-                            publish_event(
-                                &ctx,
-                                mw.as_ref(),
-                                EventType::Normal,
-                                "HookStarted",
-                                "RunHook",
-                                format!("{} hook Job {job_name} started", point.label()),
-                            )
-                            .await;
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(e) => return Err(e.into()),
+                        .await;
                     }
                 }
             }
