@@ -659,7 +659,9 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
             json!({"observedGeneration": generation, "conditions": ready}),
         )
         .await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        // Soon: the Department store may lag behind a Department that owns it already (its
+        // watch is not this controller's), and nothing else would bring the quota back.
+        return Ok(Action::requeue(Duration::from_secs(10)));
     };
     let department = dept.name_any();
     let snapshot = ctx.tenancy.snapshot(&ctx).await?;
