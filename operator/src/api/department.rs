@@ -171,7 +171,8 @@ pub struct BudgetStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DepartmentQuota {
-    /// Limits its own requests may use.
+    /// Limits its own requests may use; empty (absent) without a valid CloudQuota.
+    #[serde(default)]
     pub hard: crate::api::QuotaLimits,
     /// Held by its requests that are not yet Active.
     pub reserved: crate::api::QuotaLimits,

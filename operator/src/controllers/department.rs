@@ -203,6 +203,12 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "migration": migration,
         "conditions": conds,
     });
+    if capacity.hard.to_api() == Default::default() {
+        // No quota: no `hard` at all (server-side apply would make an empty object null).
+        if let Some(quota) = status["quota"].as_object_mut() {
+            quota.remove("hard");
+        }
+    }
     if let Some(b) = &budget {
         status["budget"] = serde_json::to_value(b)?;
     }

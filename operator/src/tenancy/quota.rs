@@ -336,7 +336,9 @@ pub enum Admission {
 
 /// Admit candidates in submission order against `capacity` minus what is already `held`.
 /// Strictly first come, first served: once one candidate has to wait, the ones after it wait
-/// too (a stream of small requests can't starve a large one), each told why.
+/// too (a stream of small requests can't starve a large one), each told why. A candidate that
+/// asks more than the quotas allow in all can't be served by any amount of waiting: it waits
+/// without holding up the ones after it.
 pub fn admit(
     candidates: &[Candidate],
     capacity: &Capacity,
@@ -380,8 +382,10 @@ pub fn admit(
                     },
                 }
             };
+            let never_fits = shortfall(&c.asked, &capacity.hard).is_some();
             match &decision {
                 Admission::Reserve => held = held.plus(&c.asked),
+                Admission::Wait(_) if never_fits => {}
                 Admission::Wait(_) => {
                     blocked_by.get_or_insert(c.key.as_str());
                 }
@@ -518,6 +522,16 @@ mod tests {
         assert!(
             matches!(&out[2].1, Admission::Wait(m) if m.contains("waits for the earlier request b"))
         );
+        // One asking more than the quota allows in all never holds up the ones after it.
+        let out = admit(
+            &[c("huge", 51), c("d", 10)],
+            &capacity(50),
+            &Amounts::default(),
+        );
+        assert!(
+            matches!(&out[0].1, Admission::Wait(m) if m.contains("vcpu requested 51, available 50 of 50"))
+        );
+        assert_eq!(out[1].1, Admission::Reserve);
     }
 
     #[test]
@@ -677,7 +691,7 @@ mod tests {
 
     proptest! {
         /// Whatever arrives, in whatever sizes, admitted requests never exceed the quota, and
-        /// every request that waits either doesn't fit or comes after one that doesn't.
+        /// every request that waits either doesn't fit or comes after one that doesn't but could.
         #[test]
         fn never_over_commits(sizes in prop::collection::vec(0u32..20, 0..200), hard in 0u32..100, already in 0u32..50) {
             let candidates: Vec<_> = sizes.iter().enumerate().map(|(i, n)| Candidate { key: format!("r{i}"), asked: vcpu(*n), unpriced: None }).collect();
@@ -685,9 +699,12 @@ mod tests {
             let admitted: u32 = out.iter().zip(&sizes).filter(|((_, a), _)| *a == Admission::Reserve).map(|(_, n)| *n).sum();
             prop_assert!(admitted + already <= hard.max(already));
             if already > hard { prop_assert!(sizes.iter().zip(&out).all(|(n, (_, a))| *n == 0 || *a != Admission::Reserve)); }
-            // FIFO: after the first wait, nothing is reserved.
-            let first_wait = out.iter().position(|(_, a)| *a != Admission::Reserve).unwrap_or(out.len());
+            // FIFO: after the first wait of a request that could fit some day (no more than
+            // the quota in all), nothing is reserved.
+            let first_wait = out.iter().zip(&sizes).position(|((_, a), n)| *a != Admission::Reserve && *n <= hard).unwrap_or(out.len());
             prop_assert!(out[first_wait..].iter().all(|(_, a)| *a != Admission::Reserve));
+            // Those that could never fit are never reserved.
+            prop_assert!(out.iter().zip(&sizes).all(|((_, a), n)| *n <= hard || *a != Admission::Reserve));
         }
     }
 }
