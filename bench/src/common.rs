@@ -307,8 +307,14 @@ pub async fn department_with_quota(
     policy: &str,
     requests: usize,
 ) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Namespace;
     apply(admin, &department(name, policy)).await?;
+    quota_room(admin, name, requests).await
+}
+
+/// Once the operator has made the namespace of Department `name`, a quota there with room for
+/// `requests` requests.
+pub async fn quota_room(admin: &Client, name: &str, requests: usize) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
     let ns: Api<Namespace> = Api::all(admin.clone());
     yunzhang_integration::wait_for(&ns, name, Duration::from_secs(60), |_| true).await?;
     let n = requests as i64 * 2;
@@ -318,6 +324,22 @@ pub async fn department_with_quota(
                 "spec": {"hard": {"vcpu": n * 4, "instances": n, "monthlyCost": format!("{}.00", n * 1000)}}}),
     )
     .await
+}
+
+/// An Approval of `rr` as it is now (its uid, generation, plan hash and stage), as
+/// `kubectl yunzhang approve` makes it.
+pub fn approval_for(rr: &yunzhang::api::ResourceRequest) -> anyhow::Result<Value> {
+    use kube::ResourceExt;
+    let name = rr.name_any();
+    let st = rr.status.clone().context("status")?;
+    Ok(
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
+        "metadata": {"generateName": format!("{name}-"), "namespace": rr.namespace()},
+        "spec": {"request": {"name": name, "uid": rr.uid(), "generation": rr.metadata.generation,
+                             "planHash": st.plan.as_ref().map(|p| p.hash.clone())},
+                 "stage": st.stage.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| "department".into()),
+                 "decision": "Approved", "comment": "基准"}}),
+    )
 }
 
 /// One small request: a 4-vCPU instance at ¥0.80 an hour (¥584.00 a month).

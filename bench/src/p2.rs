@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::ResourceExt;
 use serde_json::json;
 use yunzhang::api::Phase;
 use yunzhang_integration::{admin, client_as, unique};
@@ -123,13 +122,7 @@ async fn one_run(
     for i in 0..n {
         let name = format!("r{i:05}");
         let rr = watch.seen.lock().expect("not poisoned").latest[&name].clone();
-        let st = rr.status.clone().context("status")?;
-        let approval = json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
-            "metadata": {"generateName": format!("{name}-"), "namespace": ns},
-            "spec": {"request": {"name": name, "uid": rr.uid(), "generation": rr.metadata.generation,
-                                 "planHash": st.plan.as_ref().map(|p| p.hash.clone())},
-                     "stage": st.stage.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| "department".into()),
-                     "decision": "Approved", "comment": "基准"}});
+        let approval = approval_for(&rr)?;
         let sent = Instant::now();
         create_value(head, &approval).await?;
         let responded = Instant::now();

@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut dept = department(&ns, STAGED_POLICY);
     dept["spec"]["provider"] = TOFU_PROVIDER.into();
     apply(&admin, &dept).await?;
-    quota(&admin, &ns, args.runs).await?;
+    quota_room(&admin, &ns, args.runs).await?;
     let watch = PhaseWatch::start(&admin, &ns).await;
     let mut runs = Vec::new();
     for r in 0..args.runs {
@@ -102,19 +102,6 @@ async fn tofu_fixtures(admin: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn quota(admin: &Client, ns: &str, requests: usize) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Namespace;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    yunzhang_integration::wait_for(&namespaces, ns, Duration::from_secs(60), |_| true).await?;
-    let n = requests as i64 * 2;
-    apply(
-        admin,
-        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": "base", "namespace": ns},
-                "spec": {"hard": {"vcpu": n * 4, "instances": n, "monthlyCost": format!("{}.00", n * 1000)}}}),
-    )
-    .await
-}
-
 async fn one_run(
     admin: &Client,
     member: &Client,
@@ -143,13 +130,7 @@ async fn one_run(
     // Let the operator's trailing writes (events, quota) land before the clock starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rr = watch.seen.lock().expect("not poisoned").latest[name].clone();
-    let st = rr.status.clone().context("status")?;
-    let approval = json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Approval",
-        "metadata": {"generateName": format!("{name}-"), "namespace": ns},
-        "spec": {"request": {"name": name, "uid": rr.uid(), "generation": rr.metadata.generation,
-                             "planHash": st.plan.as_ref().map(|p| p.hash.clone())},
-                 "stage": st.stage.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| "department".into()),
-                 "decision": "Approved", "comment": "基准"}});
+    let approval = approval_for(&rr)?;
     create_value(head, &approval).await?;
     let responded = Instant::now();
     let settled = |s: &crate::watch::Seen| {
