@@ -647,6 +647,14 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
         .unwrap_or_default();
     let now = Timestamp::now();
     let Some(dept) = ctx.tenancy.department_of(&ns) else {
+        // The Department store may not have caught up (it is another controller's, and after a
+        // start it syncs on its own time): ask the API server before saying no one owns it.
+        let departments = Api::<Department>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        if Department::owner_of(&departments.items, &ns).is_some() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         let message =
             format!("namespace {ns} belongs to no Department, so this quota limits nobody");
         let ready = conditions::merge(
@@ -659,9 +667,7 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
             json!({"observedGeneration": generation, "conditions": ready}),
         )
         .await?;
-        // Soon: the Department store may lag behind a Department that owns it already (its
-        // watch is not this controller's), and nothing else would bring the quota back.
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Ok(Action::requeue(Duration::from_secs(300)));
     };
     let department = dept.name_any();
     let snapshot = ctx.tenancy.snapshot(&ctx).await?;
