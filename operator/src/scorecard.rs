@@ -26,7 +26,7 @@ use crate::{
         department::MigrationFigures,
         migration_workload::{MigrationPhase, MigrationWorkload, Strategy},
     },
-    tenancy::hierarchy::{in_cycle, top_down},
+    tenancy::hierarchy::roll_up,
 };
 
 /// Target migration rate (非涉密信息系统迁移上云比例), percent.
@@ -199,26 +199,6 @@ pub fn own_counts(systems: &[SystemFacts], at: DateTime<Utc>) -> BTreeMap<String
         }
     }
     own
-}
-
-/// Each department's figures (counts, spend) over its subtree (itself and every department
-/// below it).
-pub fn roll_up<T: Copy + Default + Add<Output = T>>(
-    parents: &BTreeMap<String, Option<String>>,
-    own: &BTreeMap<String, T>,
-) -> BTreeMap<String, T> {
-    let mut total: BTreeMap<String, T> = BTreeMap::new();
-    for dept in top_down(parents).into_iter().rev() {
-        let children = parents
-            .iter()
-            .filter(|(c, p)| p.as_deref() == Some(dept.as_str()) && !in_cycle(parents, c))
-            .fold(T::default(), |acc, (c, _)| {
-                acc + total.get(c).copied().unwrap_or_default()
-            });
-        let mine = own.get(&dept).copied().unwrap_or_default();
-        total.insert(dept, mine + children);
-    }
-    total
 }
 
 /// A department for the scorecard.

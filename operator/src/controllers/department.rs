@@ -3,7 +3,7 @@
 //! them with a NetworkPolicy, keeps all of it converged, rolls quota usage up the tree, and holds
 //! deletion while the department still has live requests.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding},
@@ -191,7 +191,11 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
     );
     let live = live_requests(&ctx, &dept);
     let now = chrono::Utc::now();
-    let (budget, announce) = budget_of(&ctx, &dept, now);
+    let charges = subtree_charges(&ctx, &dept, now).and_then(|c| {
+        c.inspect_err(|e| tracing::warn!(department = %name, error = %e, "spend not computed"))
+            .ok()
+    });
+    let (budget, announce) = budget_of(&dept, charges.as_ref());
     let migration = migration_figures(&ctx, &name);
     let mut status = json!({
         "observedGeneration": generation,
@@ -199,7 +203,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         "liveRequestCount": live.len(),
         "liveRequests": live.iter().take(10).collect::<Vec<_>>(),
         "quota": {"hard": capacity.hard.to_api(), "reserved": own.reserved.to_api(), "used": own.used.to_api()},
-        "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api(), "spend": subtree_spend(&ctx, &dept, now)},
+        "subtree": {"reserved": subtree_reserved.to_api(), "used": subtree_used.to_api(), "spend": subtree_spend(charges.as_ref())},
         "migration": migration,
         "conditions": conds,
     });
@@ -253,13 +257,22 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// This year's spend of the department and every department below it against the budgets in
-/// that subtree; `None` when none of them has a budget (no settlement is run then).
-fn subtree_spend(
+/// This year's charges of a department's subtree, settled once for both its own budget and
+/// the subtree's spend.
+struct SubtreeCharges {
+    year: i32,
+    /// The annual budgets in the subtree, summed.
+    budget: Decimal,
+    /// Charged this year so far, per department of the subtree (absent: nothing).
+    by_department: BTreeMap<String, Decimal>,
+}
+
+/// `None` when no department in `dept`'s subtree has a budget (nothing is settled then).
+fn subtree_charges(
     ctx: &SharedContext,
     dept: &Department,
     now: chrono::DateTime<chrono::Utc>,
-) -> Option<SubtreeSpend> {
+) -> Option<Result<SubtreeCharges, billing::BillingError>> {
     let parents = ctx.tenancy.parents();
     let root = dept.name_any();
     let departments = ctx.tenancy.departments.state();
@@ -276,69 +289,69 @@ fn subtree_spend(
     if budgets.is_empty() {
         return None;
     }
-    let year = now.with_timezone(&BillingConfig::default().zone).year();
-    let spent = spent_this_year(ctx, members.iter().map(|d| d.name_any()).collect(), now)
-        .inspect_err(
-            |e| tracing::warn!(department = %root, error = %e, "subtree spend not computed"),
-        )
-        .ok()?;
+    let config = BillingConfig::default();
+    let year = now.with_timezone(&config.zone).year();
+    Some((|| {
+        let scope = Scope {
+            departments: members.iter().map(|d| d.name_any()).collect(),
+            providers: vec![],
+        };
+        let requests = ctx.tenancy.requests.state();
+        let books = ctx.tenancy.price_books.state();
+        let settlement = billing::settle_requests(
+            requests.iter().map(AsRef::as_ref),
+            books.iter().map(AsRef::as_ref),
+            &budget::year_period(year, &config)?,
+            &scope,
+            &config,
+            &FixedClock(now),
+        )?;
+        Ok(SubtreeCharges {
+            year,
+            budget: budgets.iter().sum(),
+            by_department: settlement.by_department,
+        })
+    })())
+}
+
+/// The subtree's spend against the budgets in it; `None` without a budget in the subtree or
+/// when the spend couldn't be settled.
+fn subtree_spend(charges: Option<&SubtreeCharges>) -> Option<SubtreeSpend> {
+    let charges = charges?;
     let spend = scorecard::Spend {
-        spent,
-        budget: budgets.iter().sum(),
+        spent: charges.by_department.values().sum(),
+        budget: charges.budget,
         budgeted: true,
     };
     Some(SubtreeSpend {
-        year,
-        spent: format_money("status.subtree.spend.spent", round_fen(spent)).ok()?,
+        year: charges.year,
+        spent: format_money("status.subtree.spend.spent", round_fen(spend.spent)).ok()?,
         budget: format_money("status.subtree.spend.budget", spend.budget).ok()?,
         percent: spend.percent().unwrap_or_default().to_string(),
     })
 }
 
-/// What `departments`' requests were charged this calendar year up to `now`, settled exactly as
-/// a report would.
-fn spent_this_year(
-    ctx: &SharedContext,
-    departments: Vec<String>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Decimal, billing::BillingError> {
-    let config = BillingConfig::default();
-    let period = budget::year_period(now.with_timezone(&config.zone).year(), &config)?;
-    let scope = Scope {
-        departments,
-        providers: vec![],
-    };
-    let requests = ctx.tenancy.requests.state();
-    let books = ctx.tenancy.price_books.state();
-    Ok(billing::settle_requests(
-        requests.iter().map(AsRef::as_ref),
-        books.iter().map(AsRef::as_ref),
-        &period,
-        &scope,
-        &config,
-        &FixedClock(now),
-    )?
-    .total)
-}
-
 /// This year's spend against `spec.budget` and the thresholds newly crossed; `None` without a
-/// budget, or (logged) when the spend can't be settled, keeping what status said.
+/// budget; what status said when the spend couldn't be settled (`charges` is `None` then).
 fn budget_of(
-    ctx: &SharedContext,
     dept: &Department,
-    now: chrono::DateTime<chrono::Utc>,
+    charges: Option<&SubtreeCharges>,
 ) -> (Option<BudgetStatus>, Vec<u32>) {
+    let previous = dept.status.as_ref().and_then(|s| s.budget.clone());
     let Some(spec) = &dept.spec.budget else {
         return (None, vec![]);
     };
-    let previous = dept.status.as_ref().and_then(|s| s.budget.clone());
-    let config = BillingConfig::default();
-    let year = now.with_timezone(&config.zone).year();
-    let assessed = (|| {
-        let annual = parse_money("spec.budget.annual", &spec.annual)?;
-        let spent = spent_this_year(ctx, vec![dept.name_any()], now)?;
-        budget::assess(year, annual, spent, previous.as_ref())
-    })();
+    let Some(charges) = charges else {
+        return (previous, vec![]);
+    };
+    let assessed = parse_money("spec.budget.annual", &spec.annual).and_then(|annual| {
+        let spent = charges
+            .by_department
+            .get(&dept.name_any())
+            .copied()
+            .unwrap_or_default();
+        budget::assess(charges.year, annual, spent, previous.as_ref())
+    });
     match assessed {
         Ok((status, new)) => (Some(status), new),
         Err(e) => {
@@ -389,7 +402,7 @@ pub fn migration_figures(ctx: &SharedContext, name: &str) -> MigrationFigures {
         })
         .collect();
     let own = scorecard::own_counts(&systems, chrono::Utc::now());
-    scorecard::roll_up(&t.parents(), &own)
+    hierarchy::roll_up(&t.parents(), &own)
         .remove(name)
         .unwrap_or_default()
         .to_figures()

@@ -215,21 +215,22 @@ pub fn own_capacity(
     Some((own.iter().map(|q| q.key.clone()).collect(), limits))
 }
 
-/// Sum `own` amounts up the tree: each department's subtree total.
-pub fn roll_up(
+/// Sum each department's `own` figures (quota amounts, migration counts, spend) up the tree:
+/// each department's subtree total.
+pub fn roll_up<T: Clone + Default + std::ops::Add<Output = T>>(
     parents: &BTreeMap<String, Option<String>>,
-    own: &BTreeMap<String, Amounts>,
-) -> BTreeMap<String, Amounts> {
-    let mut total: BTreeMap<String, Amounts> = BTreeMap::new();
+    own: &BTreeMap<String, T>,
+) -> BTreeMap<String, T> {
+    let mut total: BTreeMap<String, T> = BTreeMap::new();
     for dept in top_down(parents).into_iter().rev() {
-        let mine = own.get(&dept).cloned().unwrap_or_default();
-        let children: Amounts = parents
+        let children = parents
             .iter()
             .filter(|(c, p)| p.as_deref() == Some(dept.as_str()) && !in_cycle(parents, c))
-            .fold(Amounts::default(), |acc, (c, _)| {
-                acc.plus(total.get(c).unwrap_or(&Amounts::default()))
+            .fold(T::default(), |acc, (c, _)| {
+                acc + total.get(c).cloned().unwrap_or_default()
             });
-        total.insert(dept, mine.plus(&children));
+        let mine = own.get(&dept).cloned().unwrap_or_default();
+        total.insert(dept, mine + children);
     }
     total
 }
@@ -356,7 +357,7 @@ mod tests {
             .collect();
         assert!(in_cycle(&parents, "a"));
         assert_eq!(top_down(&parents).len(), 2);
-        let _ = roll_up(&parents, &BTreeMap::new());
+        let _ = roll_up(&parents, &BTreeMap::<String, Amounts>::new());
     }
 
     #[test]

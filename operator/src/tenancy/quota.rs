@@ -65,6 +65,13 @@ pub struct Amounts(BTreeMap<Dimension, Decimal>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits(BTreeMap<Dimension, Decimal>);
 
+impl std::ops::Add for Amounts {
+    type Output = Amounts;
+    fn add(self, other: Amounts) -> Amounts {
+        self.plus(&other)
+    }
+}
+
 impl Amounts {
     pub fn get(&self, d: Dimension) -> Decimal {
         self.0.get(&d).copied().unwrap_or_default()
