@@ -17,7 +17,7 @@ use crate::billing::{
     checksum_with,
     export::{self, SettlementDocument},
 };
-use crate::controllers::settlement::LINES_KEY;
+use crate::controllers::{list_all, settlement::LINES_KEY};
 
 /// Export formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,13 +121,11 @@ pub async fn compute(
     algorithm: ChecksumAlgorithm,
 ) -> Result<SettlementDocument, ReportError> {
     let lp = ListParams::default();
-    let requests = Api::<ResourceRequest>::all(client.clone())
-        .list(&lp)
-        .await?;
-    let books = Api::<PriceBook>::all(client.clone()).list(&lp).await?;
+    let requests = list_all::<ResourceRequest>(client, &lp).await?;
+    let books = list_all::<PriceBook>(client, &lp).await?;
     let settlement = billing::settle_requests(
-        &requests.items,
-        &books.items,
+        &requests,
+        &books,
         period,
         scope,
         &BillingConfig::default(),

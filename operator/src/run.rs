@@ -196,7 +196,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.leader.set(1);
         let ctx_controllers = tenancy_controllers(&client);
         let (trigger, triggers) = futures::channel::mpsc::unbounded();
-        let tenancy = Arc::new(Tenancy::new(ctx_controllers.stores(), trigger));
+        let tenancy = Arc::new(Tenancy::new(
+            ctx_controllers.stores(),
+            ctx_controllers.unsynced.clone(),
+            trigger,
+        ));
         let notifier = notifier(&client, &args, &metrics).await;
         let local = LocalExecutor::new(args.tofu.config())
             .map_err(|e| anyhow::anyhow!("the local OpenTofu executor: {e}"))?;

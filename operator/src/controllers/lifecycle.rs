@@ -73,8 +73,9 @@ pub struct Lifecycle {
     /// The operator's namespace: the filing-number ConfigMap lives there.
     pub namespace: String,
     /// One filing allocation at a time in this process (the ConfigMap's resourceVersion guards
-    /// against other processes).
-    filing: Mutex<()>,
+    /// against other processes), and the filing ConfigMap as this process last wrote it: the
+    /// next allocation writes over it without reading it first, unless the write conflicts.
+    filing: Mutex<Option<ConfigMap>>,
     /// The `local` executor (its worker pool is shared by every provider that uses it).
     local: LocalExecutor,
     /// Drift checks every this often instead of each provider's `driftCheckMinutes`.
@@ -88,7 +89,7 @@ impl Lifecycle {
     pub fn new(namespace: String, local: LocalExecutor, drift_interval: Option<Duration>) -> Self {
         Lifecycle {
             namespace,
-            filing: Mutex::new(()),
+            filing: Mutex::new(None),
             local,
             drift_interval,
             drift_checked: std::sync::Mutex::default(),
@@ -1046,7 +1047,7 @@ async fn allocate_filing_number(
     uid: &str,
     now: DateTime<Utc>,
 ) -> Result<FilingNumber, Error> {
-    let _one_at_a_time = ctx.lifecycle.filing.lock().await;
+    let mut last_written = ctx.lifecycle.filing.lock().await;
     let year = now
         .with_timezone(&chrono_tz::Asia::Shanghai)
         .format("%Y")
@@ -1055,7 +1056,10 @@ async fn allocate_filing_number(
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.lifecycle.namespace);
     let last_key = format!("last-{year}");
     for _ in 0..10 {
-        let existing = api.get_opt(FILING_CONFIG_MAP).await?;
+        let existing = match last_written.take() {
+            Some(cm) => Some(cm),
+            None => api.get_opt(FILING_CONFIG_MAP).await?,
+        };
         let data = existing
             .as_ref()
             .and_then(|cm| cm.data.clone())
@@ -1079,7 +1083,6 @@ async fn allocate_filing_number(
                 cm.data = Some(data);
                 api.replace(FILING_CONFIG_MAP, &PostParams::default(), &cm)
                     .await
-                    .map(|_| ())
             }
             None => {
                 let cm = ConfigMap {
@@ -1090,11 +1093,12 @@ async fn allocate_filing_number(
                     data: Some(data),
                     ..Default::default()
                 };
-                api.create(&PostParams::default(), &cm).await.map(|_| ())
+                api.create(&PostParams::default(), &cm).await
             }
         };
         match result {
-            Ok(()) => {
+            Ok(written) => {
+                *last_written = Some(written);
                 info!(filing = %next, "filing number assigned");
                 return Ok(next);
             }

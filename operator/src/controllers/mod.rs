@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder},
 };
 use serde_json::json;
@@ -40,6 +40,29 @@ pub struct Context {
 
 pub type SharedContext = Arc<Context>;
 
+/// Every `K`, listed in pages of 500: a kind with tens of thousands of objects never arrives as
+/// one response held whole in memory.
+pub async fn list_all<K>(client: &Client, lp: &ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    let mut lp = lp.clone().limit(500);
+    let mut items = Vec::new();
+    loop {
+        let page = api.list(&lp).await?;
+        items.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => {
+                // A continued list reads the snapshot of its first page: no version of its own.
+                lp = lp.continue_token(&token);
+                (lp.resource_version, lp.version_match) = (None, None);
+            }
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// Errors of a reconcile, each with a metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,7 +84,8 @@ impl Error {
     }
 }
 
-/// Run one reconcile of kind `K`, counting it and timing it in the metrics.
+/// Run one reconcile of kind `K` once every store has synced, counting it and timing it in the
+/// metrics.
 pub async fn measured<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     reconcile: impl std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
@@ -69,6 +93,7 @@ pub async fn measured<K: Resource<DynamicType = ()>>(
     let labels = crate::metrics::KindLabels {
         kind: K::kind(&()).to_string(),
     };
+    ctx.tenancy.synced().await;
     ctx.metrics.reconciliations.get_or_create(&labels).inc();
     let started = std::time::Instant::now();
     let result = reconcile.await;

@@ -13,14 +13,15 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 use serde_json::json;
 use tracing::info;
 
 use super::{
-    Error, FIELD_MANAGER, SharedContext, measured, publish_event,
+    Error, FIELD_MANAGER, SharedContext, list_all, measured, publish_event,
     status::{apply_status, current_conditions, error_policy, status_differs},
+    wiring::metadata_changes_of,
 };
 use crate::{
     api::{
@@ -46,7 +47,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let cfg = || watcher::Config::default().any_semantic();
     let (by_requests, by_books) = (controller.store(), controller.store());
     // Any request or price change may change any open report; finalized ones never change.
     let open_reports = |store: &kube::runtime::reflector::Store<SettlementReport>| {
@@ -58,12 +58,10 @@ pub async fn run(
             .collect::<Vec<_>>()
     };
     controller
-        .watches(
-            Api::<ResourceRequest>::all(client.clone()),
-            cfg(),
-            move |_| open_reports(&by_requests),
-        )
-        .watches(Api::<PriceBook>::all(client), cfg(), move |_| {
+        .watches_stream(metadata_changes_of::<ResourceRequest>(&client), move |_| {
+            open_reports(&by_requests)
+        })
+        .watches_stream(metadata_changes_of::<PriceBook>(&client), move |_| {
             open_reports(&by_books)
         })
         // A burst of request changes recomputes each open report once.
@@ -101,8 +99,8 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
         } else {
             kube::api::ListParams::default().match_any()
         };
-        let requests = list_all::<ResourceRequest>(&ctx, &lp).await?;
-        let books = list_all::<PriceBook>(&ctx, &lp).await?;
+        let requests = list_all::<ResourceRequest>(&ctx.client, &lp).await?;
+        let books = list_all::<PriceBook>(&ctx.client, &lp).await?;
         let settlement = compute(&report, &requests, &books);
         let mut status = SettlementReportStatus {
             observed_generation: generation,
@@ -175,24 +173,16 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
     .await
 }
 
-async fn list_all<K>(ctx: &SharedContext, lp: &kube::api::ListParams) -> Result<Vec<Arc<K>>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let list = Api::<K>::all(ctx.client.clone()).list(lp).await?;
-    Ok(list.items.into_iter().map(Arc::new).collect())
-}
-
 /// Settle the report's period and scope over the requests (pure).
 pub fn compute(
     report: &SettlementReport,
-    requests: &[Arc<ResourceRequest>],
-    books: &[Arc<PriceBook>],
+    requests: &[ResourceRequest],
+    books: &[PriceBook],
 ) -> Result<Settlement, billing::BillingError> {
     let period = Period::from_spec(&report.spec.period)?;
     let mut settlement = billing::settle_requests(
-        requests.iter().map(AsRef::as_ref),
-        books.iter().map(AsRef::as_ref),
+        requests,
+        books,
         &period,
         &report.spec.scope,
         &BillingConfig::default(),

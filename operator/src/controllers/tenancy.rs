@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    Error, SharedContext, measured,
+    Error, SharedContext, list_all, measured,
     status::{apply_status, status_differs},
 };
 use crate::{
@@ -66,6 +66,8 @@ pub struct Tenancy {
     ledger: Mutex<Ledger>,
     /// Reconciles requests whose quota decision changed in another request's pass.
     trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
+    /// How many stores have not had their first full list yet.
+    unsynced: tokio::sync::watch::Receiver<usize>,
 }
 
 /// The stores the operator reads from.
@@ -113,8 +115,14 @@ pub struct Change {
 }
 
 impl Tenancy {
-    pub fn new(stores: Stores, trigger: UnboundedSender<ObjectRef<ResourceRequest>>) -> Self {
+    /// `unsynced` counts the stores that have not had their first full list yet.
+    pub fn new(
+        stores: Stores,
+        unsynced: tokio::sync::watch::Receiver<usize>,
+        trigger: UnboundedSender<ObjectRef<ResourceRequest>>,
+    ) -> Self {
         Tenancy {
+            unsynced,
             departments: stores.departments,
             quotas: stores.quotas,
             requests: stores.requests,
@@ -127,6 +135,13 @@ impl Tenancy {
             ledger: Mutex::default(),
             trigger,
         }
+    }
+
+    /// Once every store has had its first full list. A reconcile reads other kinds' stores (the
+    /// request's Department, its quotas and policies): right after a start, before they have
+    /// synced, an empty store would read as "no Department" and that would be written.
+    pub async fn synced(&self) {
+        let _ = self.unsynced.clone().wait_for(|n| *n == 0).await;
     }
 
     /// The department's provider and its price books, or why there are none to price with.
@@ -270,13 +285,11 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
     if ledger.loaded {
         return Ok(());
     }
-    let all = Api::<ResourceRequest>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?;
+    let all = list_all::<ResourceRequest>(&ctx.client, &ListParams::default()).await?;
     ledger.holdings.clear();
     ledger.waits.clear();
     ledger.wants.clear();
-    for rr in &all.items {
+    for rr in &all {
         let Some(uid) = rr.uid() else { continue };
         let status = rr.status.as_ref();
         if let Some(q) = status.and_then(|s| s.quota.as_ref()) {
@@ -292,7 +305,7 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
     }
     ledger.loaded = true;
     info!(
-        requests = all.items.len(),
+        requests = all.len(),
         holdings = ledger.holdings.len(),
         "quota ledger loaded"
     );

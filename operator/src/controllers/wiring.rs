@@ -2,13 +2,15 @@
 
 use std::{future::Future, sync::Arc};
 
-use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
+use futures::{Stream, StreamExt, channel::mpsc::UnboundedReceiver};
 use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding};
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{Controller, reflector::ObjectRef, watcher},
+    Api, Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{Controller, WatchStreamExt, controller, reflector, reflector::ObjectRef, watcher},
 };
-use tracing::debug;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info};
 
 use super::{
     SharedContext,
@@ -33,21 +35,103 @@ pub struct TenancyControllers {
     pub providers: Controller<CloudProvider>,
     pub reports: Controller<SettlementReport>,
     pub migrations: Controller<MigrationWorkload>,
+    /// How many of their stores have not had their first full list yet.
+    pub unsynced: tokio::sync::watch::Receiver<usize>,
 }
 
 pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
-    let cfg = || watcher::Config::default().any_semantic();
+    let (synced, unsynced) = tokio::sync::watch::channel(0);
+    let synced = Arc::new(synced);
     TenancyControllers {
-        departments: Controller::new(Api::<Department>::all(client.clone()), cfg()),
-        quotas: Controller::new(Api::<CloudQuota>::all(client.clone()), cfg()),
-        requests: Controller::new(Api::<ResourceRequest>::all(client.clone()), cfg()),
-        price_books: Controller::new(Api::<PriceBook>::all(client.clone()), cfg()),
-        approvals: Controller::new(Api::<Approval>::all(client.clone()), cfg()),
-        policies: Controller::new(Api::<ApprovalPolicy>::all(client.clone()), cfg()),
-        providers: Controller::new(Api::<CloudProvider>::all(client.clone()), cfg()),
-        reports: Controller::new(Api::<SettlementReport>::all(client.clone()), cfg()),
-        migrations: Controller::new(Api::<MigrationWorkload>::all(client.clone()), cfg()),
+        departments: controller_of(client, &synced),
+        quotas: controller_of(client, &synced),
+        requests: controller_of(client, &synced),
+        price_books: controller_of(client, &synced),
+        approvals: controller_of(client, &synced),
+        policies: controller_of(client, &synced),
+        providers: controller_of(client, &synced),
+        reports: controller_of(client, &synced),
+        migrations: controller_of(client, &synced),
+        unsynced,
     }
+}
+
+/// How every watch lists: in pages (the default 500) read from the API server, so a kind with
+/// tens of thousands of objects never arrives as one response held whole in memory.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default()
+}
+
+/// Nothing the operator does reads `managedFields`, often the largest part of an object: dropped
+/// as each object arrives, before any store or mapper holds it.
+fn without_managed_fields<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+}
+
+/// A controller of every `K`, whose store (the one copy of each object the operator keeps) holds
+/// the objects without their `managedFields`. It counts itself into `synced`, and out again the
+/// first time its store holds a full list.
+fn controller_of<K>(
+    client: &Client,
+    synced: &Arc<tokio::sync::watch::Sender<usize>>,
+) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    synced.send_modify(|n| *n += 1);
+    let (synced, mut counted) = (synced.clone(), false);
+    let objects = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watch_config()).modify(without_managed_fields),
+    )
+    // The reflector passes an event on after the store has taken it in.
+    .inspect(move |event| {
+        if !counted && matches!(event, Ok(watcher::Event::InitDone)) {
+            counted = true;
+            synced.send_modify(|n| *n -= 1);
+            if *synced.borrow() == 0 {
+                info!("every store has synced");
+            }
+        }
+    })
+    .applied_objects();
+    Controller::for_stream(objects, reader)
+}
+
+/// Every `K` that changes, whole (for triggers that read its spec); kept by nobody.
+pub fn changes_of<K>(
+    client: &Client,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), watch_config())
+        .modify(without_managed_fields)
+        .touched_objects()
+}
+
+/// The metadata of every `K` that changes: all a trigger needs that looks only at names,
+/// namespaces and owners (the API server sends no spec or status, so a large kind such as
+/// ResourceRequest costs little to follow more than once).
+pub fn metadata_changes_of<K>(
+    client: &Client,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watch_config(),
+    )
+    .modify(without_managed_fields)
+    .touched_objects()
 }
 
 impl TenancyControllers {
@@ -78,7 +162,6 @@ impl TenancyControllers {
         F: Future<Output = ()> + Send + Sync + 'static,
     {
         let client = ctx.client.clone();
-        let cfg = || watcher::Config::default().any_semantic();
         let t = ctx.tenancy.clone();
 
         // A Department re-reconciles when its namespaces, bindings or policies change, when
@@ -87,25 +170,23 @@ impl TenancyControllers {
         let (t1, t2, t5, t6) = (t.clone(), t.clone(), t.clone(), t.clone());
         let departments = self
             .departments
-            .owns(Api::<Namespace>::all(client.clone()), cfg())
-            .owns(Api::<RoleBinding>::all(client.clone()), cfg())
-            .owns(Api::<NetworkPolicy>::all(client.clone()), cfg())
-            .watches(
-                Api::<ResourceRequest>::all(client.clone()),
-                cfg(),
-                move |rr| departments_above(&t1, rr.namespace()),
-            )
-            .watches(Api::<CloudQuota>::all(client.clone()), cfg(), move |q| {
+            .owns_stream(metadata_changes_of::<Namespace>(&client))
+            .owns_stream(metadata_changes_of::<RoleBinding>(&client))
+            .owns_stream(metadata_changes_of::<NetworkPolicy>(&client))
+            .watches_stream(metadata_changes_of::<ResourceRequest>(&client), move |rr| {
+                departments_above(&t1, rr.namespace())
+            })
+            .watches_stream(metadata_changes_of::<CloudQuota>(&client), move |q| {
                 departments_above(&t2, q.namespace())
             })
-            .watches(
-                Api::<MigrationWorkload>::all(client.clone()),
-                cfg(),
+            .watches_stream(
+                metadata_changes_of::<MigrationWorkload>(&client),
                 move |mw| departments_above(&t5, mw.namespace()),
             )
-            .watches(Api::<Department>::all(client.clone()), cfg(), move |d| {
+            .watches_stream(changes_of::<Department>(&client), move |d| {
                 ancestors(&t6, d.spec.parent.clone(), vec![])
             })
+            .with_config(bounded())
             .graceful_shutdown_on(stop())
             .run(
                 reconcile_department,
@@ -118,17 +199,16 @@ impl TenancyControllers {
         let (t3, t4) = (t.clone(), t.clone());
         let quotas = self
             .quotas
-            .watches(
-                Api::<ResourceRequest>::all(client.clone()),
-                cfg(),
-                move |rr| quotas_of_namespace(&t3, rr.namespace()),
-            )
-            .watches(Api::<Department>::all(client.clone()), cfg(), move |d| {
+            .watches_stream(metadata_changes_of::<ResourceRequest>(&client), move |rr| {
+                quotas_of_namespace(&t3, rr.namespace())
+            })
+            .watches_stream(changes_of::<Department>(&client), move |d| {
                 d.owned_namespaces()
                     .into_iter()
                     .flat_map(|ns| quotas_of_namespace(&t4, Some(ns)))
                     .collect::<Vec<_>>()
             })
+            .with_config(bounded())
             .graceful_shutdown_on(stop())
             .run(
                 tenancy::reconcile_quota,
@@ -143,13 +223,12 @@ impl TenancyControllers {
         let t5 = t.clone();
         let requests = self
             .requests
-            .watches(Api::<Approval>::all(client.clone()), cfg(), |a| {
+            .watches_stream(changes_of::<Approval>(&client), |a| {
                 a.namespace()
                     .map(|ns| ObjectRef::new(&a.spec.request.name).within(&ns))
             })
-            .watches(
-                Api::<SettlementReport>::all(client.clone()),
-                cfg(),
+            .watches_stream(
+                metadata_changes_of::<SettlementReport>(&client),
                 move |_| {
                     t5.requests
                         .state()
@@ -160,6 +239,7 @@ impl TenancyControllers {
                 },
             )
             .reconcile_on(triggers)
+            .with_config(bounded())
             .graceful_shutdown_on(stop())
             .run(
                 lifecycle::reconcile_request,
@@ -199,7 +279,7 @@ impl TenancyControllers {
         // A workload follows the ResourceRequest it owns.
         let migrations = self
             .migrations
-            .owns(Api::<ResourceRequest>::all(client.clone()), cfg())
+            .owns_stream(metadata_changes_of::<ResourceRequest>(&client))
             .graceful_shutdown_on(stop())
             .run(
                 migration::reconcile_workload,
@@ -220,6 +300,15 @@ impl TenancyControllers {
             providers
         );
     }
+}
+
+/// At most this many reconciles of one controller at a time. Unbounded, a start with tens of
+/// thousands of objects sends a write for each at once: the API server times out, and the
+/// leader lease, renewed through the same client, is lost.
+const CONCURRENT_RECONCILES: u16 = 32;
+
+fn bounded() -> controller::Config {
+    controller::Config::default().concurrency(CONCURRENT_RECONCILES)
 }
 
 async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
