@@ -749,7 +749,12 @@ async fn job_executor_runs_plan_apply_and_destroy_as_jobs() {
     std::fs::create_dir_all(&sa_dir).expect("dir");
     std::fs::write(sa_dir.join("token"), &token).expect("token file");
     std::fs::write(sa_dir.join("namespace"), &namespace).expect("namespace file");
-    std::fs::copy(repo_root().join(".dev/pki/ca.crt"), sa_dir.join("ca.crt")).expect("ca");
+    // The cluster's CA, next to its admin kubeconfig (in YZ_DEV_DIR, `.dev` by default).
+    let ca = cluster()
+        .admin_kubeconfig
+        .with_file_name("pki")
+        .join("ca.crt");
+    std::fs::copy(ca, sa_dir.join("ca.crt")).expect("ca");
     let kubeconfig = Kubeconfig::read_from(&cluster().admin_kubeconfig).expect("kubeconfig");
     let server = kubeconfig.clusters[0]
         .cluster

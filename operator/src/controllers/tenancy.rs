@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    Error, SharedContext, list_all, measured,
+    Error, SharedContext, measured,
     status::{apply_status, status_differs},
 };
 use crate::{
@@ -280,12 +280,15 @@ fn usage_of(ledger: &Ledger) -> BTreeMap<String, Usage> {
     usage
 }
 
-/// Load the ledger from a fresh LIST of every request's `status.quota`.
+/// Load the ledger from every request's `status.quota`, once the stores have synced.
 async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), Error> {
     if ledger.loaded {
         return Ok(());
     }
-    let all = list_all::<ResourceRequest>(&ctx.client, &ListParams::default()).await?;
+    // From the requests' store: a LIST of its own would hold a second copy of every request,
+    // whole, while the ledger is built.
+    ctx.tenancy.synced().await;
+    let all = ctx.tenancy.requests.state();
     ledger.holdings.clear();
     ledger.waits.clear();
     ledger.wants.clear();
