@@ -46,19 +46,33 @@ pub async fn list_all<K>(client: &Client, lp: &ListParams) -> Result<Vec<K>, kub
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    let mut items = Vec::new();
+    for_each_listed(client, lp, |k| items.push(k)).await?;
+    Ok(items)
+}
+
+/// Hand every `K` to `each`, listed in pages of 500 (one consistent snapshot): each page is
+/// dropped before the next is read.
+pub async fn for_each_listed<K>(
+    client: &Client,
+    lp: &ListParams,
+    mut each: impl FnMut(K),
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let api = Api::<K>::all(client.clone());
     let mut lp = lp.clone().limit(500);
-    let mut items = Vec::new();
     loop {
         let page = api.list(&lp).await?;
-        items.extend(page.items);
+        page.items.into_iter().for_each(&mut each);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => {
                 // A continued list reads the snapshot of its first page: no version of its own.
                 lp = lp.continue_token(&token);
                 (lp.resource_version, lp.version_match) = (None, None);
             }
-            _ => return Ok(items),
+            _ => return Ok(()),
         }
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    Error, SharedContext, measured,
+    Error, SharedContext, for_each_listed, measured,
     status::{apply_status, status_differs},
 };
 use crate::{
@@ -280,20 +280,19 @@ fn usage_of(ledger: &Ledger) -> BTreeMap<String, Usage> {
     usage
 }
 
-/// Load the ledger from every request's `status.quota`, once the stores have synced.
+/// Load the ledger from a fresh LIST of every request's `status.quota` (not the store, which may
+/// lag behind a write of unknown outcome), read a page at a time: the whole list is never held.
 async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), Error> {
     if ledger.loaded {
         return Ok(());
     }
-    // From the requests' store: a LIST of its own would hold a second copy of every request,
-    // whole, while the ledger is built.
-    ctx.tenancy.synced().await;
-    let all = ctx.tenancy.requests.state();
     ledger.holdings.clear();
     ledger.waits.clear();
     ledger.wants.clear();
-    for rr in &all {
-        let Some(uid) = rr.uid() else { continue };
+    let mut requests = 0;
+    for_each_listed::<ResourceRequest>(&ctx.client, &ListParams::default(), |rr| {
+        requests += 1;
+        let Some(uid) = rr.uid() else { return };
         let status = rr.status.as_ref();
         if let Some(q) = status.and_then(|s| s.quota.as_ref()) {
             ledger.holdings.insert(uid.clone(), Holding::from_api(q));
@@ -303,12 +302,13 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
         if rr.meta().deletion_timestamp.is_none()
             && matches!(phase, None | Some(Phase::Pending | Phase::QuotaExceeded))
         {
-            ledger.wants.insert(uid, want_of(rr));
+            ledger.wants.insert(uid, want_of(&rr));
         }
-    }
+    })
+    .await?;
     ledger.loaded = true;
     info!(
-        requests = all.len(),
+        requests,
         holdings = ledger.holdings.len(),
         "quota ledger loaded"
     );
