@@ -385,7 +385,10 @@ fn figures(s: &Settlement) -> Value {
     })
 }
 
-/// Where one settlement's time goes, using the same public steps `settle` is made of.
+/// Where one settlement's time goes, step by step, with the public functions that do `settle`'s
+/// steps on whole lines, on one thread. (`settle` itself charges pieces that refer to their
+/// intervals, sorts compact keys, and makes the lines, totals and checksum from them, on two
+/// threads; these steps show what each kind of work costs, not `settle`'s own split.)
 struct Phases {
     charge: Duration,
     sort: Duration,
@@ -418,11 +421,10 @@ fn phases(
     let mut total = Decimal::ZERO;
     for l in &lines {
         total = total.checked_add(l.amount).context("overflow")?;
-        for (map, key) in sums.iter_mut().zip([
-            l.department.as_str(),
-            l.provider.as_str(),
-            l.resource_type.as_str(),
-        ]) {
+        for (map, key) in
+            sums.iter_mut()
+                .zip([&*l.department, &*l.provider, l.resource_type.as_str()])
+        {
             let sum = map.entry(key.to_owned()).or_default();
             *sum = sum.checked_add(l.amount).context("overflow")?;
         }
@@ -538,8 +540,8 @@ fn mismatched_lines(
     let mut ours: BTreeMap<(&str, i64), &SettlementLine> = settlement
         .lines
         .iter()
-        .filter(|l| departments.contains(&l.department))
-        .map(|l| ((l.request.as_str(), l.from.timestamp()), l))
+        .filter(|l| departments.iter().any(|d| **d == *l.department))
+        .map(|l| ((&*l.request, l.from.timestamp()), l))
         .collect();
     let mut out = Vec::new();
     for row in rows.as_array().context("DuckDB's lines")? {
@@ -891,7 +893,8 @@ fn main() -> anyhow::Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "One more settlement, timed step by step with the public functions `settle` is made of (`charge_interval` per interval, `sort_canonically`, the totals, `checksum`):\n"
+        "One more settlement, timed step by step on one thread with the public functions that do `settle`'s steps on whole lines (`charge_interval` per interval, `sort_canonically`, the totals, `checksum`). \
+         `settle` itself charges pieces that refer to their intervals, sorts compact keys, then makes the lines on one thread while the other totals and fingerprints them, so these show what each kind of work costs, not its own split:\n"
     )?;
     writeln!(w, "| step | ms | share |")?;
     writeln!(w, "| --- | ---: | ---: |")?;

@@ -192,7 +192,7 @@ pub fn for_department(doc: SettlementDocument, department: &str) -> SettlementDo
     let lines: Vec<SettlementLine> = doc
         .lines
         .into_iter()
-        .filter(|l| l.department == department)
+        .filter(|l| *l.department == *department)
         .collect();
     let total: Decimal = lines.iter().map(|l| l.amount).sum();
     SettlementDocument {

@@ -96,9 +96,9 @@ mod tests {
 
     fn line(n: u32, amount: &str) -> SettlementLine {
         SettlementLine {
-            department: format!("dept-{}", n % 3),
+            department: format!("dept-{}", n % 3).into(),
             provider: "aliyun-gov".into(),
-            request: format!("ns/request-{n}"),
+            request: format!("ns/request-{n}").into(),
             item: "web".into(),
             sku: "ecs.c2.large".into(),
             resource_type: ResourceType::Ecs,

@@ -10,6 +10,8 @@
 //!   0.01 — the only rounding. `q × p × s` is exact in `Decimal`; the single division keeps 28
 //!   significant digits.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -48,15 +50,18 @@ pub struct Interval {
 }
 
 /// One charged piece: a part of an interval within one calendar month and one price period.
+///
+/// The names are shared (`Arc<str>`): a settlement's lines repeat a few departments, providers,
+/// items and SKUs, and a request's lines its request, so each distinct name is kept once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SettlementLine {
-    pub department: String,
-    pub provider: String,
+    pub department: Arc<str>,
+    pub provider: Arc<str>,
     /// `namespace/name` of the request.
-    pub request: String,
-    pub item: String,
-    pub sku: String,
+    pub request: Arc<str>,
+    pub item: Arc<str>,
+    pub sku: Arc<str>,
     #[serde(rename = "type")]
     pub resource_type: ResourceType,
     /// Start of the piece (inclusive).
@@ -93,6 +98,22 @@ pub fn unit_label(unit: PriceUnit, per: Option<PricePer>) -> &'static str {
     }
 }
 
+/// What charging prices of one piece of an interval: its line but for the interval's names,
+/// quantity and type, and the unrounded amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub unit_price: Decimal,
+    pub unit: PriceUnit,
+    pub per: Option<PricePer>,
+    pub discount_percent: Decimal,
+    /// `exact` rounded half-up to 0.01 yuan.
+    pub amount: Decimal,
+    /// `gross × (1 − discount / 100)` before rounding.
+    pub exact: Decimal,
+}
+
 /// A line with the unrounded amount it was rounded from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charge {
@@ -111,27 +132,60 @@ pub fn charge_interval(
     prices: &Prices,
     config: &BillingConfig,
 ) -> Result<Vec<Charge>, BillingError> {
-    let mut charges = Vec::new();
+    let mut pieces = Vec::new();
     charge_pieces(
         interval,
         window,
         now,
         prices,
         &mut MonthBounds::new(config.zone),
-        |c| charges.push(c),
+        |piece| pieces.push(piece),
     )?;
-    Ok(charges)
+    let names = [
+        &interval.department,
+        &interval.provider,
+        &interval.request,
+        &interval.item,
+        &interval.sku,
+    ]
+    .map(|name| Arc::<str>::from(name.as_str()));
+    Ok(pieces
+        .into_iter()
+        .map(|piece| {
+            let [department, provider, request, item, sku] = names.clone();
+            Charge {
+                line: SettlementLine {
+                    department,
+                    provider,
+                    request,
+                    item,
+                    sku,
+                    resource_type: interval.resource_type,
+                    from: piece.from,
+                    to: piece.to,
+                    quantity: interval.quantity,
+                    unit_price: piece.unit_price,
+                    unit: piece.unit,
+                    per: piece.per,
+                    discount_percent: piece.discount_percent,
+                    amount: piece.amount,
+                },
+                exact: piece.exact,
+            }
+        })
+        .collect())
 }
 
-/// [`charge_interval`], handing each piece to `each` in time order, with month boundaries
-/// remembered in `months` (a settlement charges a million intervals in the same few months).
+/// [`charge_interval`] without the names: hands each [`Piece`] to `each` in time order, with
+/// month boundaries remembered in `months` (a settlement charges a million intervals in the same
+/// few months).
 pub(crate) fn charge_pieces(
     interval: &Interval,
     window: TimeRange,
     now: DateTime<Utc>,
     prices: &Prices,
     months: &mut MonthBounds,
-    mut each: impl FnMut(Charge),
+    mut each: impl FnMut(Piece),
 ) -> Result<(), BillingError> {
     check(interval)?;
     let start = whole_seconds(interval.from).max(window.start);
@@ -157,7 +211,7 @@ fn charge_piece(
     to: DateTime<Utc>,
     month: (DateTime<Utc>, DateTime<Utc>),
     price: &super::prices::PricePoint,
-) -> Result<Charge, BillingError> {
+) -> Result<Piece, BillingError> {
     let overflow = || BillingError::Overflow {
         what: format!("{} item {}", interval.request, interval.item),
     };
@@ -175,23 +229,14 @@ fn charge_piece(
         discount,
     )
     .ok_or_else(overflow)?;
-    Ok(Charge {
-        line: SettlementLine {
-            department: interval.department.clone(),
-            provider: interval.provider.clone(),
-            request: interval.request.clone(),
-            item: interval.item.clone(),
-            sku: interval.sku.clone(),
-            resource_type: interval.resource_type,
-            from,
-            to,
-            quantity: interval.quantity,
-            unit_price: price.price,
-            unit: price.unit,
-            per: price.per,
-            discount_percent: discount,
-            amount: round_fen(exact),
-        },
+    Ok(Piece {
+        from,
+        to,
+        unit_price: price.price,
+        unit: price.unit,
+        per: price.per,
+        discount_percent: discount,
+        amount: round_fen(exact),
         exact,
     })
 }

@@ -68,12 +68,12 @@ fn money(d: Decimal) -> String {
 /// The cells of one line, as text, in [`COLUMNS`] order.
 pub fn cells(line: &SettlementLine, names: &BTreeMap<String, String>) -> [String; 14] {
     [
-        line.department.clone(),
-        names.get(&line.department).cloned().unwrap_or_default(),
-        line.provider.clone(),
-        line.request.clone(),
-        line.item.clone(),
-        line.sku.clone(),
+        line.department.to_string(),
+        names.get(&*line.department).cloned().unwrap_or_default(),
+        line.provider.to_string(),
+        line.request.to_string(),
+        line.item.to_string(),
+        line.sku.to_string(),
         line.resource_type.as_str().to_owned(),
         line.from.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         line.to.format("%Y-%m-%dT%H:%M:%SZ").to_string(),

@@ -364,7 +364,7 @@ fn totals_by_department_provider_and_type_and_the_status() {
     assert_eq!(s.by_type["rds"], d("929.03"));
     assert_eq!(s.line_count(), 2);
     // Department order comes before anything else.
-    assert_eq!(s.lines[0].department, "gx-finance");
+    assert_eq!(&*s.lines[0].department, "gx-finance");
 
     let mut status = SettlementReportStatus::default();
     s.write_status(&mut status).unwrap();

@@ -161,7 +161,7 @@ async fn scorecard_report(
     .context("settling the year to date (finance viewers and platform admins may)")?;
     let mut spent: BTreeMap<String, Decimal> = BTreeMap::new();
     for line in &settled.lines {
-        *spent.entry(line.department.clone()).or_default() += line.amount;
+        *spent.entry(line.department.to_string()).or_default() += line.amount;
     }
     let departments = Api::<Department>::all(client.clone())
         .list(&ListParams::default())
