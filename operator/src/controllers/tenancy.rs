@@ -663,8 +663,9 @@ async fn reconcile_quota_inner(q: Arc<CloudQuota>, ctx: SharedContext) -> Result
         .unwrap_or_default();
     let now = Timestamp::now();
     let Some(dept) = ctx.tenancy.department_of(&ns) else {
-        // The Department store may not have caught up (it is another controller's, and after a
-        // start it syncs on its own time): ask the API server before saying no one owns it.
+        // The Department store may lag behind a Department made moments ago (the trigger that
+        // brought this reconcile comes from another watch): ask the API server before saying
+        // no one owns it. (Right after a start no reconcile runs before the stores have synced.)
         let departments = Api::<Department>::all(ctx.client.clone())
             .list(&ListParams::default())
             .await?;
