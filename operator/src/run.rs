@@ -194,8 +194,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let result = if *leading_rx.borrow() && !*shutdown_rx.borrow() {
         metrics.leader.set(1);
-        let ctx_controllers = tenancy_controllers(&client);
         let (trigger, triggers) = futures::channel::mpsc::unbounded();
+        let ctx_controllers = tenancy_controllers(&client, &trigger);
         let tenancy = Arc::new(Tenancy::new(
             ctx_controllers.stores(),
             ctx_controllers.unsynced.clone(),

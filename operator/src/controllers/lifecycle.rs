@@ -173,6 +173,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     let mut settle: Option<Option<Holding>> = None;
     let mut remove_finalizer = false;
     let mut transitions = Vec::new();
+    let mut unfiled = None;
     let mut rv = rr.resource_version();
     for step in actions {
         match step {
@@ -196,9 +197,12 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                 settle = Some(None);
             }
             Step::Plan => plan(&ctx, &rr, &world, &mut st, now).await,
-            Step::AssignFilingNumber => {
-                st.filing_number = Some(allocate_filing_number(&ctx, &uid, now).await?.to_string());
-            }
+            // After the apply's run: a failure here must not lose what ran. It is written
+            // first, and the next pass (an approved request without a number) files again.
+            Step::AssignFilingNumber => match allocate_filing_number(&ctx, &uid, now).await {
+                Ok(number) => st.filing_number = Some(number.to_string()),
+                Err(e) => unfiled = Some(e),
+            },
             Step::Apply {
                 plan_hash,
                 generation,
@@ -394,6 +398,9 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             st.message.clone().unwrap_or_default(),
         )
         .await;
+    }
+    if let Some(e) = unfiled {
+        return Err(e);
     }
     if remove_finalizer {
         apply_finalizer(&api, rr.as_ref(), None).await?;

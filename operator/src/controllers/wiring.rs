@@ -2,7 +2,10 @@
 
 use std::{future::Future, sync::Arc};
 
-use futures::{Stream, StreamExt, channel::mpsc::UnboundedReceiver};
+use futures::{
+    Stream, StreamExt, TryStreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender},
+};
 use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy, rbac::v1::RoleBinding};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -39,18 +42,34 @@ pub struct TenancyControllers {
     pub unsynced: tokio::sync::watch::Receiver<usize>,
 }
 
-pub fn tenancy_controllers(client: &Client) -> TenancyControllers {
+/// `trigger` reconciles a request: the reports' store uses it (see below), as the quota passes do.
+pub fn tenancy_controllers(
+    client: &Client,
+    trigger: &UnboundedSender<ObjectRef<ResourceRequest>>,
+) -> TenancyControllers {
     let (synced, unsynced) = tokio::sync::watch::channel(0);
     let synced = Arc::new(synced);
+    let requests: Controller<ResourceRequest> = controller_of(client, &synced);
+    // A request being deleted goes once its billed periods are settled, which it reads from the
+    // reports' store: so every report change re-triggers them from that store's own stream,
+    // after the store holds it (a separate watch could trigger them before it does).
+    let (deleting, trigger) = (requests.store(), trigger.clone());
+    let reports = controller_with(client, &synced, move |_: &SettlementReport| {
+        for r in deleting.state() {
+            if r.metadata.deletion_timestamp.is_some() {
+                let _ = trigger.unbounded_send(ObjectRef::from_obj(r.as_ref()));
+            }
+        }
+    });
     TenancyControllers {
         departments: controller_of(client, &synced),
         quotas: controller_of(client, &synced),
-        requests: controller_of(client, &synced),
+        requests,
         price_books: controller_of(client, &synced),
         approvals: controller_of(client, &synced),
         policies: controller_of(client, &synced),
         providers: controller_of(client, &synced),
-        reports: controller_of(client, &synced),
+        reports,
         migrations: controller_of(client, &synced),
         unsynced,
     }
@@ -84,6 +103,24 @@ where
         + Sync
         + 'static,
 {
+    controller_with(client, synced, |_: &K| {})
+}
+
+/// [`controller_of`], calling `stored` with each object that changed once its store holds it.
+fn controller_with<K>(
+    client: &Client,
+    synced: &Arc<tokio::sync::watch::Sender<usize>>,
+    mut stored: impl FnMut(&K) + Send + 'static,
+) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     synced.send_modify(|n| *n += 1);
     let (synced, mut counted) = (synced.clone(), false);
@@ -101,7 +138,8 @@ where
             }
         }
     })
-    .applied_objects();
+    .applied_objects()
+    .inspect_ok(move |obj| stored(obj));
     Controller::for_stream(objects, reader)
 }
 
@@ -150,8 +188,8 @@ impl TenancyControllers {
         }
     }
 
-    /// Run them all until `stop` fires. `triggers` are requests to reconcile because another
-    /// request's quota pass changed their decision.
+    /// Run them all until `stop` fires. `triggers` are requests to reconcile: `trigger`'s other
+    /// end (another request's quota pass changed their decision, or a report changed).
     pub async fn run<S, F>(
         self,
         ctx: SharedContext,
@@ -217,27 +255,15 @@ impl TenancyControllers {
             )
             .for_each(log_result);
 
-        // A request re-reconciles when an Approval names it, when another request's quota
-        // pass changed its decision, and — while it is being deleted — when a settlement report
-        // changes (it goes once its billed periods are settled).
-        let t5 = t.clone();
+        // A request re-reconciles when an Approval names it, and on `triggers`: when another
+        // request's quota pass changed its decision, and — while it is being deleted — when a
+        // settlement report changes (it goes once its billed periods are settled).
         let requests = self
             .requests
             .watches_stream(changes_of::<Approval>(&client), |a| {
                 a.namespace()
                     .map(|ns| ObjectRef::new(&a.spec.request.name).within(&ns))
             })
-            .watches_stream(
-                metadata_changes_of::<SettlementReport>(&client),
-                move |_| {
-                    t5.requests
-                        .state()
-                        .iter()
-                        .filter(|r| r.metadata.deletion_timestamp.is_some())
-                        .map(|r| ObjectRef::from_obj(r.as_ref()))
-                        .collect::<Vec<_>>()
-                },
-            )
             .reconcile_on(triggers)
             .with_config(bounded())
             .graceful_shutdown_on(stop())

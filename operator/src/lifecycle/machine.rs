@@ -7,7 +7,7 @@
 //!    │ quota reserved
 //!    ▼
 //! AwaitingApproval ─▶ Rejected ─(spec edited: resubmitted)─▶ Pending
-//!    │ all stages approved / auto-approved: AssignFilingNumber, Apply
+//!    │ all stages approved / auto-approved: Apply, AssignFilingNumber
 //!    ▼
 //! Provisioning ─▶ Failed (Apply again, reason kept) ─▶ Provisioning
 //!    │ spec edited before the apply started ─▶ AwaitingApproval (the approvals no longer count)
@@ -167,8 +167,10 @@ pub enum Action {
     ReleaseQuota,
     /// Render and plan the current spec; record the summary, estimate and hash in `status.plan`.
     Plan,
-    /// Allocate a filing number (备案号) and record it in `status.filingNumber`. Comes before
-    /// the first `Apply`; it must not change the approved plan hash.
+    /// Allocate a filing number (备案号) and record it in `status.filingNumber`. Comes after
+    /// the first `Apply` has written `Provisioning` (the number is recorded with the run's
+    /// outcome), and on any pass of an approved request that still lacks one; it never changes
+    /// the approved plan.
     AssignFilingNumber,
     /// Apply exactly the plan with this hash, made for this generation; record
     /// `approved_generation = generation`.
@@ -295,6 +297,16 @@ pub struct Decision {
 /// Decide the request's phase and the actions to take. Total: every input gets a decision.
 pub fn decide(input: &Input) -> Decision {
     let mut decision = route(input);
+    // Every approved request has a filing number: given right after its first apply starts,
+    // and on any later pass that finds it missing (the write after the apply was lost).
+    let approved = input.approved_generation.is_some()
+        || decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Apply { .. }));
+    if approved && !input.filed {
+        decision.actions.push(Action::AssignFilingNumber);
+    }
     if input.phase != Some(decision.phase) {
         decision.actions.push(Action::Notify(Transition {
             from: input.phase,
@@ -934,14 +946,12 @@ fn approval_path(i: &Input, route: Route<'_>, note: Option<String>) -> Decision 
             } else {
                 "approved in every stage"
             };
-            let mut actions = Vec::new();
-            if !i.filed {
-                actions.push(Action::AssignFilingNumber);
-            }
-            actions.push(Action::Apply {
+            // The apply first: its status write is what shows the approval took effect. The
+            // filing number follows (see `decide`).
+            let actions = vec![Action::Apply {
                 plan_hash: hash.clone(),
                 generation,
-            });
+            }];
             let (phase, reason, message) = match route {
                 Route::Initial => (
                     Phase::Provisioning,

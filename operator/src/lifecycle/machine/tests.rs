@@ -271,22 +271,22 @@ fn transitions() -> Vec<Row> {
             vec![],
         ),
         row(
-            "AwaitingApproval → Provisioning when all stages approve: file, apply",
+            "AwaitingApproval → Provisioning when all stages approve: apply, file",
             Input {
                 approval: approved(1, H1),
                 ..awaiting()
             },
             Provisioning,
-            vec![AssignFilingNumber, apply(H1, 1)],
+            vec![apply(H1, 1), AssignFilingNumber],
         ),
         row(
-            "AwaitingApproval → Provisioning when auto-approved: file, apply",
+            "AwaitingApproval → Provisioning when auto-approved: apply, file",
             Input {
                 approval: auto(1, H1),
                 ..awaiting()
             },
             Provisioning,
-            vec![AssignFilingNumber, apply(H1, 1)],
+            vec![apply(H1, 1), AssignFilingNumber],
         ),
         row(
             "AwaitingApproval → Rejected, quota released",
@@ -814,6 +814,8 @@ fn transitions() -> Vec<Row> {
                 RecordApplied { generation: 1 },
                 ConvertReservationToUse,
                 StartBilling,
+                // The write that lost the status lost the filing number too.
+                AssignFilingNumber,
             ],
         ),
         row(
@@ -963,12 +965,27 @@ fn filing_number_is_assigned_once() {
         approval: approved(1, H1),
         ..awaiting()
     });
-    assert_eq!(first.actions[0], AssignFilingNumber);
+    assert!(matches!(first.actions[0], Apply { .. }));
+    assert_eq!(first.actions[1], AssignFilingNumber);
     let change = decide(&Input {
         approval: approved(2, H2),
         ..changing()
     });
     assert!(!change.actions.contains(&AssignFilingNumber));
+}
+
+#[test]
+fn an_approved_request_missing_its_filing_number_gets_one() {
+    // The Provisioning write landed, the one after the filing was lost: the next pass files.
+    let running = decide(&Input {
+        provisioning: RunState::Running,
+        filed: false,
+        ..provisioning()
+    });
+    assert_eq!(running.phase, Provisioning);
+    assert_eq!(running.actions, vec![AssignFilingNumber]);
+    // Never for a request nobody approved.
+    assert!(!decide(&awaiting()).actions.contains(&AssignFilingNumber));
 }
 
 // ---- properties -----------------------------------------------------------------------------
@@ -1169,6 +1186,14 @@ proptest! {
         }
         let notes = d.actions.iter().filter(|a| matches!(a, Notify(_))).count();
         prop_assert_eq!(notes, usize::from(i.phase != Some(d.phase)));
+        // A filing number exactly for the approved that lack one, never before the apply that
+        // shows the approval.
+        let applies = d.actions.iter().position(|a| matches!(a, Apply { .. }));
+        let files = d.actions.iter().position(|a| a == &AssignFilingNumber);
+        prop_assert_eq!(files.is_some(), !i.filed && (i.approved_generation.is_some() || applies.is_some()));
+        if let (Some(apply), Some(file)) = (applies, files) {
+            prop_assert!(apply < file);
+        }
         // Once exited, always exited; once a destroy started, never back to running resources.
         if i.phase == Some(Exited) {
             prop_assert_eq!(d.phase, Exited);
