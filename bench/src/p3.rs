@@ -96,10 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Until the operator has settled: every Department and request had its first reconcile (the
 /// counters by kind reach the object counts), and then either nothing was reconciled for 10 s or
-/// 30 s have passed. A request in a namespace no Department owns is looked at again every
-/// minute (that is how the operator notices a Department claiming the namespace), so with tens
-/// of thousands of them the operator is never idle for 10 s: it is measured in that steady
-/// state, half a minute after the first pass.
+/// 30 s have passed (a cap for an operator that never idles; a request in a namespace no
+/// Department owns waits for a Department to claim it, so these requests are not looked at
+/// again once they have said so).
 async fn settled(
     op: &Operator,
     departments: usize,

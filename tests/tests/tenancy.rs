@@ -86,11 +86,12 @@ async fn tenancy() {
     let operator = OperatorProcess::start().unwrap();
     operator.wait_ready(WAIT).await.unwrap();
     let client = admin().await;
-    let (a, b, c, d) = futures::join!(
+    let (a, b, c, d, f) = futures::join!(
         hierarchy_refuses_a_child_quota_larger_than_the_parent_leaves(&client),
         members_are_isolated_and_lose_access_when_removed(&client),
         reservations_show_in_status_and_are_released(&client),
         deletion_waits_until_requests_are_gone(&client),
+        a_request_waits_for_a_department_to_claim_its_namespace(&client),
     );
     let e = examples_hierarchy_is_effective(&client).await;
     let failures: Vec<String> = [
@@ -99,6 +100,7 @@ async fn tenancy() {
         ("reservations", c),
         ("deletion", d),
         ("examples", e),
+        ("claimed later", f),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
@@ -410,6 +412,43 @@ async fn examples_hierarchy_is_effective(client: &Client) -> anyhow::Result<()> 
         "held {:?}",
         status.quota
     );
+    Ok(())
+}
+
+/// A request made where no Department owns the namespace says so and waits (nothing polls it);
+/// a Department that then lists the namespace takes it on.
+async fn a_request_waits_for_a_department_to_claim_its_namespace(
+    client: &Client,
+) -> anyhow::Result<()> {
+    let ns = unique("claimed-later");
+    create_namespace(&ns).await?;
+    apply(client, &request(&ns, "early", 1)).await?;
+    let rrs: Api<ResourceRequest> = Api::namespaced(client.clone(), &ns);
+    let unowned = |r: &ResourceRequest| {
+        r.status.as_ref().is_some_and(|s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("belongs to no Department"))
+        })
+    };
+    wait_for(&rrs, "early", WAIT, unowned)
+        .await
+        .context("the request says its namespace belongs to no Department")?;
+    // The namespace is handed over (it existed before the Department), then claimed.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"yunzhang.io/department": ns}}})),
+        )
+        .await?;
+    apply(client, &department(&ns, None, &[])).await?;
+    ready_department(client, &ns).await?;
+    wait_for(&rrs, "early", WAIT, |r| {
+        !unowned(r) && r.status.as_ref().is_some_and(|s| s.phase.is_some())
+    })
+    .await
+    .context("the Department claiming the namespace takes the request on")?;
     Ok(())
 }
 

@@ -152,6 +152,8 @@ impl fmt::Display for Phase {
     }
 }
 
+// The larger parts, which most requests lack in most phases, are boxed: every request is kept
+// in memory, and an absent box costs a pointer where the part would cost its whole size.
 /// Observed state of a ResourceRequest, written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -173,11 +175,11 @@ pub struct ResourceRequestStatus {
     pub estimate: Option<Estimate>,
     /// Summary of the OpenTofu plan that approvers approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<PlanSummary>,
+    pub plan: Option<Box<PlanSummary>>,
     /// The quota this request holds: reserved from admission until Active, used while Active,
     /// released when Rejected or Exited. Quota totals are sums of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quota: Option<QuotaHolding>,
+    pub quota: Option<Box<QuotaHolding>>,
     /// The approval stage the request waits in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageStatus>,
@@ -192,7 +194,7 @@ pub struct ResourceRequestStatus {
     pub message: Option<String>,
     /// Why the latest plan failed, for the generation it was made for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan_failure: Option<PlanFailure>,
+    pub plan_failure: Option<Box<PlanFailure>>,
     /// The generation whose plan was approved and handed to apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_generation: Option<i64>,
@@ -202,10 +204,10 @@ pub struct ResourceRequestStatus {
     /// The latest apply run (of the approved plan). Recorded before the run starts, so a
     /// restart knows a run may have happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply: Option<RunRecord>,
+    pub apply: Option<Box<RunRecord>>,
     /// The destroy run at exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destroy: Option<RunRecord>,
+    pub destroy: Option<Box<RunRecord>>,
     /// Metering: the items' active intervals, kept until settled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billing: Vec<MeteredInterval>,

@@ -162,14 +162,15 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             return Ok(Action::await_change());
         }
         write_status(&ctx, &rr, &old, &st).await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        // A Department that claims the namespace re-triggers it (`wiring`).
+        return Ok(Action::await_change());
     };
     let decision = machine::decide(&world.input);
     let now = Utc::now();
     let (actions, retry_in) = gate_retries(&decision.actions, &old, now, jitter_of(&uid));
 
     let mut st = old.clone();
-    st.quota = world.holding.as_ref().map(Holding::to_api);
+    st.quota = world.holding.as_ref().map(|h| Box::new(h.to_api()));
     let mut settle: Option<Option<Holding>> = None;
     let mut remove_finalizer = false;
     let mut transitions = Vec::new();
@@ -180,16 +181,16 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             Step::ReserveQuota => {
                 ctx.tenancy.reserve(&ctx, &rr).await?;
                 let (_, holding) = ctx.tenancy.quota_of(&ctx, &rr).await?;
-                st.quota = holding.as_ref().map(Holding::to_api);
+                st.quota = holding.as_ref().map(|h| Box::new(h.to_api()));
             }
             Step::ConvertReservationToUse => {
                 let converted = world.holding.as_ref().map(Holding::converted);
-                st.quota = converted.as_ref().map(Holding::to_api);
+                st.quota = converted.as_ref().map(|h| Box::new(h.to_api()));
                 settle = Some(converted);
             }
             Step::ReleaseChangeReservation => {
                 let kept = world.holding.as_ref().map(Holding::without_change);
-                st.quota = kept.as_ref().map(Holding::to_api);
+                st.quota = kept.as_ref().map(|h| Box::new(h.to_api()));
                 settle = Some(kept);
             }
             Step::ReleaseQuota => {
@@ -212,7 +213,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                     _ => 1,
                 };
                 st.approved_generation = Some(generation);
-                st.apply = Some(RunRecord {
+                st.apply = Some(Box::new(RunRecord {
                     generation,
                     plan_hash: Some(plan_hash.clone()),
                     state: RunPhase::Running,
@@ -221,7 +222,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                     started_at: rfc3339(now),
                     finished_at: None,
                     metered: metered_items(&world.estimate),
-                });
+                }));
                 st.phase = Some(decision.phase);
                 st.message = Some(decision.message.clone());
                 rv = write_status_at(&ctx, &rr, &st, rv).await?;
@@ -264,17 +265,17 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             Step::RecordApplied { generation } => st.applied_generation = Some(generation),
             Step::RestoreAppliedPlan => {
                 if let (Some(run), Some(generation)) = (&old.apply, old.applied_generation) {
-                    st.plan = Some(PlanSummary {
+                    st.plan = Some(Box::new(PlanSummary {
                         hash: run.plan_hash.clone().unwrap_or_default(),
                         generation,
                         ..PlanSummary::default()
-                    });
+                    }));
                 }
             }
             Step::Destroy => {
                 let attempts = old.destroy.as_ref().map_or(0, |r| r.attempts) + 1;
                 let generation = old.applied_generation.unwrap_or_default();
-                st.destroy = Some(RunRecord {
+                st.destroy = Some(Box::new(RunRecord {
                     generation,
                     plan_hash: None,
                     state: RunPhase::Running,
@@ -283,7 +284,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                     started_at: rfc3339(now),
                     finished_at: None,
                     metered: Vec::new(),
-                });
+                }));
                 st.phase = Some(decision.phase);
                 st.message = Some(decision.message.clone());
                 rv = write_status_at(&ctx, &rr, &st, rv).await?;
@@ -549,8 +550,8 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         quota,
         plan,
         approval,
-        provisioning: run_state(status.apply.as_ref()),
-        destroy: run_state(status.destroy.as_ref()),
+        provisioning: run_state(status.apply.as_deref()),
+        destroy: run_state(status.destroy.as_deref()),
         approved_generation: status.approved_generation,
         applied_generation: status.applied_generation,
         filed: status.filing_number.is_some(),
@@ -798,7 +799,7 @@ async fn plan(
                     None
                 }
             };
-            st.plan = Some(PlanSummary {
+            st.plan = Some(Box::new(PlanSummary {
                 resources: outcome
                     .resources
                     .iter()
@@ -814,7 +815,7 @@ async fn plan(
                 change: outcome.change,
                 destroy: outcome.destroy,
                 config_map,
-            });
+            }));
             st.plan_failure = None;
         }
         Err(message) => {
@@ -824,12 +825,12 @@ async fn plan(
                 .filter(|f| f.generation == generation)
                 .map_or(0, |f| f.attempts)
                 + 1;
-            st.plan_failure = Some(PlanFailure {
+            st.plan_failure = Some(Box::new(PlanFailure {
                 generation,
                 message,
                 attempts,
                 failed_at: rfc3339(now),
-            });
+            }));
         }
     }
 }
@@ -1356,7 +1357,7 @@ mod tests {
             .expect("time")
             .with_timezone(&Utc);
         let old = ResourceRequestStatus {
-            apply: Some(failed_run(3, "2026-11-22T10:00:00Z")),
+            apply: Some(Box::new(failed_run(3, "2026-11-22T10:00:00Z"))),
             ..Default::default()
         };
         let apply = Step::Apply {

@@ -1,6 +1,6 @@
 //! How the tenancy, lifecycle and settlement controllers are wired: which watches re-trigger which reconciles.
 
-use std::{future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
 use futures::{
     Stream, StreamExt, TryStreamExt,
@@ -53,16 +53,43 @@ pub fn tenancy_controllers(
     // A request being deleted goes once its billed periods are settled, which it reads from the
     // reports' store: so every report change re-triggers them from that store's own stream,
     // after the store holds it (a separate watch could trigger them before it does).
-    let (deleting, trigger) = (requests.store(), trigger.clone());
+    let (deleting, to_reconcile) = (requests.store(), trigger.clone());
     let reports = controller_with(client, &synced, move |_: &SettlementReport| {
         for r in deleting.state() {
             if r.metadata.deletion_timestamp.is_some() {
-                let _ = trigger.unbounded_send(ObjectRef::from_obj(r.as_ref()));
+                let _ = to_reconcile.unbounded_send(ObjectRef::from_obj(r.as_ref()));
+            }
+        }
+    });
+    // A request in a namespace no Department owns waits for one to claim it: a Department that
+    // newly lists a namespace (or is new) re-triggers the requests there, from the Departments'
+    // store stream, so they find it in the store.
+    let (in_namespace, to_reconcile) = (requests.store(), trigger.clone());
+    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+    let departments = controller_with(client, &synced, move |d: &Department| {
+        let namespaces = d.owned_namespaces();
+        let before = listed
+            .insert(d.uid().unwrap_or_default(), namespaces.clone())
+            .unwrap_or_default();
+        let claimed: Vec<&String> = namespaces
+            .iter()
+            .filter(|ns| !before.contains(ns))
+            .collect();
+        if claimed.is_empty() {
+            return;
+        }
+        for r in in_namespace.state() {
+            if r.metadata
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| claimed.contains(&ns))
+            {
+                let _ = to_reconcile.unbounded_send(ObjectRef::from_obj(r.as_ref()));
             }
         }
     });
     TenancyControllers {
-        departments: controller_of(client, &synced),
+        departments,
         quotas: controller_of(client, &synced),
         requests,
         price_books: controller_of(client, &synced),
