@@ -102,12 +102,26 @@ fn init_logging(format: LogFormat) {
 
 /// Entry point of `yunzhang run`.
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    one_malloc_arena();
     install_crypto_provider();
     init_logging(args.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(args))
+}
+
+/// glibc gives each thread that allocates an arena of its own, and memory freed into one is
+/// reused only by it: the runtime's worker threads each held about 12 MB for 2 MB in use after
+/// a start with 12,500 requests (`malloc_stats`), a fifth of the resident memory. One arena for
+/// all: the workers are few, and each thread's cache still serves small allocations without
+/// the lock. Called before any thread starts.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 #[derive(Clone)]

@@ -108,14 +108,22 @@ fn watch_config() -> watcher::Config {
     watcher::Config::default()
 }
 
-/// Nothing the operator does reads `managedFields`, often the largest part of an object: dropped
-/// as each object arrives, before any store or mapper holds it.
-fn without_managed_fields<K: Resource>(obj: &mut K) {
+/// What kubectl keeps of the last `kubectl apply`: a copy of the whole applied object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Nothing the operator does reads `managedFields` or kubectl's copy of the last applied object,
+/// often the largest parts of an object: dropped as each object arrives, before any store or
+/// mapper holds it. (The operator never writes a kept object back whole: status goes by
+/// server-side apply of its own fields.)
+fn without_unread_fields<K: Resource>(obj: &mut K) {
     obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// A controller of every `K`, whose store (the one copy of each object the operator keeps) holds
-/// the objects without their `managedFields`. It counts itself into `synced`, and out again the
+/// the objects without the fields nobody reads. It counts itself into `synced`, and out again the
 /// first time its store holds a full list.
 fn controller_of<K>(
     client: &Client,
@@ -153,7 +161,7 @@ where
     let (synced, mut counted) = (synced.clone(), false);
     let objects = reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watch_config()).modify(without_managed_fields),
+        watcher(Api::<K>::all(client.clone()), watch_config()).modify(without_unread_fields),
     )
     // The reflector passes an event on after the store has taken it in.
     .inspect(move |event| {
@@ -178,7 +186,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher(Api::<K>::all(client.clone()), watch_config())
-        .modify(without_managed_fields)
+        .modify(without_unread_fields)
         .touched_objects()
 }
 
@@ -195,7 +203,7 @@ where
         Api::<PartialObjectMeta<K>>::all(client.clone()),
         watch_config(),
     )
-    .modify(without_managed_fields)
+    .modify(without_unread_fields)
     .touched_objects()
 }
 
