@@ -117,8 +117,7 @@ async fn settled(
             ))
         };
         first_pass = first_pass
-            || (of("ResourceRequest") >= requests as f64
-                && of("Department") >= departments as f64);
+            || (of("ResourceRequest") >= requests as f64 && of("Department") >= departments as f64);
         let now = op.counter("yunzhang_reconciliations_total");
         if now == last && now > 0.0 {
             still += 1;

@@ -290,6 +290,8 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
     ledger.waits.clear();
     ledger.wants.clear();
     let mut requests = 0;
+    // Whether a Department owns each namespace seen (requests share a few namespaces).
+    let mut owned: HashMap<String, bool> = HashMap::new();
     for_each_listed::<ResourceRequest>(&ctx.client, &ListParams::default(), |rr| {
         requests += 1;
         let Some(uid) = rr.uid() else { return };
@@ -297,10 +299,15 @@ async fn ensure_loaded(ctx: &SharedContext, ledger: &mut Ledger) -> Result<(), E
         if let Some(q) = status.and_then(|s| s.quota.as_ref()) {
             ledger.holdings.insert(uid.clone(), Holding::from_api(q));
         }
-        // Requests that were waiting for quota keep their place in the queue.
+        // Requests that were waiting for quota keep their place in the queue: their
+        // department's. A request in a namespace no Department owns has no queue to wait in
+        // (a Department claiming the namespace re-triggers it, and it queues then).
         let phase = status.and_then(|s| s.phase);
         if rr.meta().deletion_timestamp.is_none()
             && matches!(phase, None | Some(Phase::Pending | Phase::QuotaExceeded))
+            && *owned
+                .entry(rr.namespace().unwrap_or_default())
+                .or_insert_with_key(|ns| ctx.tenancy.department_of(ns).is_some())
         {
             ledger.wants.insert(uid, want_of(&rr));
         }
