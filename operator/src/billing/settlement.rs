@@ -318,19 +318,60 @@ impl<'a> LineFields<'a> {
     }
 }
 
-/// Lines in canonical order, as the keys of two sorted parts, merged as they are read by
+/// Lines in canonical order: each of two parts' keys grouped by (department, provider) pair and
+/// sorted within each group, the parts merged group by group as they are read by
 /// [`in_order`](Self::in_order).
 struct CanonicalOrder<'a, R> {
     /// The lines' distinct (department, provider) and (item, SKU) pairs, in byte order: a key's
     /// `names` and `kind` are positions here.
     names: Vec<Pair<'a>>,
     kinds: Vec<Pair<'a>>,
-    parts: [Vec<LineKey<R>>; 2],
+    parts: [Grouped<R>; 2],
 }
 
-impl<'a, R: Send> CanonicalOrder<'a, R> {
-    /// The order of the lines of `parts`, read with `fields` where their keys tie. Each part's
-    /// keys are sorted on a thread of their own when `parallel`, then merged.
+/// Keys grouped by their `names`, the rank of their (department, provider) pair: group `r` is
+/// `keys[starts[r]..starts[r + 1]]`.
+struct Grouped<R> {
+    keys: Vec<LineKey<R>>,
+    starts: Vec<usize>,
+}
+
+impl<R> Grouped<R> {
+    fn group(&self, group: usize) -> &[LineKey<R>] {
+        &self.keys[self.starts[group]..self.starts[group + 1]]
+    }
+}
+
+impl<R: Copy> Grouped<R> {
+    /// `keys` grouped by `names`, each less than `groups`, keeping their order within a group (a
+    /// counting sort).
+    fn of(keys: &[LineKey<R>], groups: usize) -> Self {
+        let mut starts = vec![0; groups + 1];
+        for key in keys {
+            starts[key.names as usize + 1] += 1;
+        }
+        for group in 0..groups {
+            starts[group + 1] += starts[group];
+        }
+        // Where each key goes, found in one pass; then the keys, gathered in that order.
+        let mut next = starts.clone();
+        let mut order = vec![0u32; keys.len()];
+        for (k, key) in keys.iter().enumerate() {
+            let at = &mut next[key.names as usize];
+            order[*at] = k as u32;
+            *at += 1;
+        }
+        Grouped {
+            keys: order.iter().map(|&k| keys[k as usize]).collect(),
+            starts,
+        }
+    }
+}
+
+impl<'a, R: Copy + Send + Sync> CanonicalOrder<'a, R> {
+    /// The order of the lines of `parts`, read with `fields` where their keys tie. Each part is
+    /// grouped and sorted on a thread of its own when `parallel`: grouped first, the sort of a
+    /// group, a few hundred keys, runs where they fit in cache.
     fn of(
         parts: [KeysMet<'a, R>; 2],
         fields: &(impl Fn(&LineKey<R>) -> LineFields<'a> + Sync),
@@ -339,13 +380,18 @@ impl<'a, R: Send> CanonicalOrder<'a, R> {
         let [a, b] = parts;
         let (names, [names_a, names_b]) = ranked([&a.names.pairs, &b.names.pairs]);
         let (kinds, [kinds_a, kinds_b]) = ranked([&a.kinds.pairs, &b.kinds.pairs]);
-        let sorted = |mut keys: Vec<LineKey<R>>, names: &[u32], kinds: &[u32]| {
+        let sorted = |mut keys: Vec<LineKey<R>>, ranks: &[u32], kinds: &[u32]| {
             for key in &mut keys {
-                key.names = names[key.names as usize];
+                key.names = ranks[key.names as usize];
                 key.kind = kinds[key.kind as usize];
             }
-            keys.sort_unstable_by(|x, y| x.cmp(y, fields));
-            keys
+            let mut grouped = Grouped::of(&keys, names.len());
+            drop(keys);
+            for group in 0..names.len() {
+                let range = grouped.starts[group]..grouped.starts[group + 1];
+                grouped.keys[range].sort_unstable_by(|x, y| x.cmp(y, fields));
+            }
+            grouped
         };
         let (a, b) = both(
             parallel,
@@ -362,21 +408,26 @@ impl<'a, R: Send> CanonicalOrder<'a, R> {
 
 impl<'a, R> CanonicalOrder<'a, R> {
     fn len(&self) -> usize {
-        self.parts[0].len() + self.parts[1].len()
+        self.parts[0].keys.len() + self.parts[1].keys.len()
     }
 
-    /// The keys in canonical order: the two parts merged (`fields` reads the lines where keys
-    /// tie).
+    /// The keys in canonical order: group by group, the two parts' keys merged (`fields` reads
+    /// the lines where keys tie).
     fn in_order<'s>(
         &'s self,
         fields: &'s impl Fn(&LineKey<R>) -> LineFields<'a>,
     ) -> impl Iterator<Item = &'s LineKey<R>> + 's {
         let [a, b] = &self.parts;
-        let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-        std::iter::from_fn(move || match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if y.cmp(x, fields) == Ordering::Less => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
+        (0..self.names.len()).flat_map(move |group| {
+            let (mut a, mut b) = (
+                a.group(group).iter().peekable(),
+                b.group(group).iter().peekable(),
+            );
+            std::iter::from_fn(move || match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if y.cmp(x, fields) == Ordering::Less => b.next(),
+                (Some(_), _) => a.next(),
+                (None, _) => b.next(),
+            })
         })
     }
 }
