@@ -157,12 +157,12 @@ pub fn settle(
             .fields(selected[key.origin as usize], key.from, key.to)
     };
     let order = CanonicalOrder::of(keys, &fields, parallel);
-    // Both threads go through the lines in canonical order: one makes them, the other sums and
+    // Both threads go through the lines in canonical order: one makes and sums them, the other
     // fingerprints them.
-    let (lines, (sums, checksum)) = both(
+    let ((lines, sums), checksum) = both(
         parallel,
-        || order.lines(&fields),
-        || order.sums_and_checksum(&fields),
+        || order.lines_and_sums(&fields),
+        || order.checksum(&fields),
     );
     let Totals {
         total,
@@ -596,10 +596,13 @@ fn ranked<'a, const N: usize>(parts: [&[Pair<'a>]; N]) -> (Vec<Pair<'a>>, [Vec<u
 }
 
 impl<'a> CanonicalOrder<'a, Charged> {
-    /// The charged lines in canonical order, as [`SettlementLine`]s: each distinct department,
+    /// The charged lines in canonical order, as [`SettlementLine`]s — each distinct department,
     /// provider, item and SKU is one `Arc<str>`, and so is the request of consecutive lines of
-    /// one request.
-    fn lines(&self, fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>) -> Vec<SettlementLine> {
+    /// one request — and the sums of their amounts.
+    fn lines_and_sums(
+        &self,
+        fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>,
+    ) -> (Vec<SettlementLine>, Result<Sums, BillingError>) {
         let shared = |pairs: &[Pair<'_>]| -> Vec<[Arc<str>; 2]> {
             pairs
                 .iter()
@@ -607,6 +610,8 @@ impl<'a> CanonicalOrder<'a, Charged> {
                 .collect()
         };
         let (names, kinds) = (shared(&self.names), shared(&self.kinds));
+        let mut sums: Sums = vec![[None; ResourceType::ALL.len()]; self.names.len()];
+        let mut overflow = false;
         let mut request: Arc<str> = Arc::from("");
         let mut buffer = [0; REQUEST_PREFIX];
         let mut lines = Vec::with_capacity(self.len());
@@ -618,6 +623,11 @@ impl<'a> CanonicalOrder<'a, Charged> {
             let [department, provider] = names[key.names as usize].clone();
             let [item, sku] = kinds[key.kind as usize].clone();
             let charged = &key.rest;
+            let sum = &mut sums[key.names as usize][charged.resource_type as usize];
+            match sum.unwrap_or_default().checked_add(charged.amount) {
+                Some(s) => *sum = Some(s),
+                None => overflow = true,
+            }
             SettlementLine {
                 department,
                 provider,
@@ -635,17 +645,21 @@ impl<'a> CanonicalOrder<'a, Charged> {
                 amount: charged.amount,
             }
         }));
-        lines
+        let sums = if overflow {
+            Err(totals_overflow())
+        } else {
+            Ok(sums)
+        };
+        (lines, sums)
     }
 
-    /// The sums of the charged lines, and the SHA-256 checksum of their canonical text, in
-    /// canonical order.
-    fn sums_and_checksum(
-        &self,
-        fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>,
-    ) -> (Result<Sums, BillingError>, String) {
-        let mut sums: Sums = vec![[None; ResourceType::ALL.len()]; self.names.len()];
-        let mut overflow = false;
+    /// The SHA-256 checksum of the charged lines' canonical text, in canonical order.
+    fn checksum(&self, fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>) -> String {
+        // Each pair of names as its lines start: `department|provider|`, `item|sku|`.
+        let pair_texts = |pairs: &[Pair<'_>]| -> Vec<String> {
+            pairs.iter().map(|&(a, b)| format!("{a}|{b}|")).collect()
+        };
+        let (names, kinds) = (pair_texts(&self.names), pair_texts(&self.kinds));
         let mut hasher = Sha256::new();
         let mut text = String::with_capacity(TEXT_CHUNK + 1024);
         let mut buffer = [0; REQUEST_PREFIX];
@@ -656,24 +670,19 @@ impl<'a> CanonicalOrder<'a, Charged> {
                 key.request(&mut buffer, fields),
                 (key.from, key.to),
             );
-            write_canonical_line(&mut text, &line);
+            // What `write_canonical_line` writes, with the names' texts made once.
+            text.push_str(&names[key.names as usize]);
+            text.push_str(line.request);
+            text.push('|');
+            text.push_str(&kinds[key.kind as usize]);
+            write_line_from_type(&mut text, &line);
             if text.len() >= TEXT_CHUNK {
                 hasher.update(text.as_bytes());
                 text.clear();
             }
-            let sum = &mut sums[key.names as usize][line.resource_type as usize];
-            match sum.unwrap_or_default().checked_add(line.amount) {
-                Some(s) => *sum = Some(s),
-                None => overflow = true,
-            }
         }
         hasher.update(text.as_bytes());
-        let sums = if overflow {
-            Err(totals_overflow())
-        } else {
-            Ok(sums)
-        };
-        (sums, checksum_of(hasher))
+        checksum_of(hasher)
     }
 }
 
@@ -781,6 +790,11 @@ fn write_canonical_line(out: &mut String, line: &LineFields<'_>) {
         out.push_str(text);
         out.push('|');
     }
+    write_line_from_type(out, line);
+}
+
+/// The canonical form of `line` from its type on, `\n` included (its names are not read).
+fn write_line_from_type(out: &mut String, line: &LineFields<'_>) {
     out.push_str(line.resource_type.as_str());
     out.push('|');
     push_instant(out, line.from);
@@ -801,7 +815,8 @@ fn write_canonical_line(out: &mut String, line: &LineFields<'_>) {
 
 /// `2026-10-15T16:00:00Z`: RFC 3339 in UTC, whole seconds.
 fn push_instant(out: &mut String, t: DateTime<Utc>) {
-    let (date, time) = (t.date_naive(), t.time());
+    // The UTC date and time as stored: no offset to apply.
+    let (date, time) = (t.naive_utc().date(), t.naive_utc().time());
     if !(0..=9999).contains(&date.year()) || time.nanosecond() >= 1_000_000_000 {
         // Years of other widths and leap seconds: chrono's formatting, as before.
         let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%SZ"));
@@ -838,17 +853,21 @@ fn push_two_places(out: &mut String, amount: Decimal) {
         let _ = write!(out, "{rounded:.2}");
         return;
     };
-    // Up to 20 digits of the whole part, the point, two places.
-    let mut text = [b'0'; 23];
-    let whole = hundredths / 100;
-    let mut width = 1;
-    while width < 20 && whole >= 10u64.pow(width as u32) {
-        width += 1;
+    // Written from the end: the two places, the point, then the whole part's digits (at most
+    // 18 of them in a u64 of hundredths).
+    let mut text = [b'.'; 21];
+    let mut start = text.len() - 3;
+    put_digits(&mut text[start + 1..], hundredths % 100);
+    let mut whole = hundredths / 100;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
     }
-    put_digits(&mut text[..width], whole);
-    text[width] = b'.';
-    put_digits(&mut text[width + 1..width + 3], hundredths % 100);
-    push_ascii(out, &text[..width + 3]);
+    push_ascii(out, &text[start..]);
 }
 
 /// Writes the last `digits.len()` decimal digits of `n` into `digits`, zero-padded.
