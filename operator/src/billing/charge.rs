@@ -7,8 +7,10 @@
 //! - `month` prices: `gross = q × p × s / S`, where `S` is the number of seconds of the
 //!   calendar month (in the billing zone) the piece lies in;
 //! - `exact = gross × (1 − d / 100)`, and the line's `amount` is `exact` rounded half-up to
-//!   0.01 — the only rounding. `q × p × s` is exact in `Decimal`; the single division keeps 28
-//!   significant digits.
+//!   0.01 — the only rounding. With the inputs the API allows (two decimals each) the amount is
+//!   computed in integers, exactly; otherwise `q × p × s` is exact in `Decimal` and the single
+//!   division keeps 28 significant digits. Both give the same amount, scale included (see
+//!   [`discounted_amount`](super::money::discounted_amount)).
 
 use std::sync::Arc;
 
