@@ -370,8 +370,8 @@ impl<R: Copy> Grouped<R> {
 
 impl<'a, R: Copy + Send + Sync> CanonicalOrder<'a, R> {
     /// The order of the lines of `parts`, read with `fields` where their keys tie. Each part is
-    /// grouped and sorted on a thread of its own when `parallel`: grouped first, the sort of a
-    /// group, a few hundred keys, runs where they fit in cache.
+    /// grouped, then sorted group by group (a few hundred keys each: they fit in cache), on a
+    /// thread of its own when `parallel`.
     fn of(
         parts: [KeysMet<'a, R>; 2],
         fields: &(impl Fn(&LineKey<R>) -> LineFields<'a> + Sync),
