@@ -386,9 +386,10 @@ fn figures(s: &Settlement) -> Value {
 }
 
 /// Where one settlement's time goes, step by step, with the public functions that do `settle`'s
-/// steps on whole lines, on one thread. (`settle` itself charges pieces that refer to their
-/// intervals, sorts compact keys, and makes the lines, totals and checksum from them, on two
-/// threads; these steps show what each kind of work costs, not `settle`'s own split.)
+/// steps on whole lines, on one thread. (`settle` itself keeps each charged piece in a compact
+/// sort key that refers to its interval for the names, groups the keys by department and
+/// provider, sorts each group, and makes the lines and totals on one thread while the other
+/// makes the checksum; these steps show what each kind of work costs, not `settle`'s own split.)
 struct Phases {
     charge: Duration,
     sort: Duration,
@@ -894,7 +895,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(
         w,
         "One more settlement, timed step by step on one thread with the public functions that do `settle`'s steps on whole lines (`charge_interval` per interval, `sort_canonically`, the totals, `checksum`). \
-         `settle` itself charges pieces that refer to their intervals, sorts compact keys, then makes the lines on one thread while the other totals and fingerprints them, so these show what each kind of work costs, not its own split:\n"
+         `settle` itself keeps each charged piece in a compact sort key (the names stay in the intervals), groups the keys by department and provider and sorts each group, then makes the lines and totals on one thread while the other fingerprints them, so these show what each kind of work costs, not its own split:\n"
     )?;
     writeln!(w, "| step | ms | share |")?;
     writeln!(w, "| --- | ---: | ---: |")?;
@@ -926,7 +927,7 @@ fn main() -> anyhow::Result<()> {
         "`hack/bench_duckdb.py` (DuckDB {}) loads the price points, discounts and the calendar months of the zone as small tables, then runs this query \
          (timed: the query, CSV read included for the baseline row; not the writing of the CSV). Money is kept in integers: \
          `fen = q·100 × price·100 × seconds × (10000 − discount·100) / (denominator × 10⁶)` is exact in HUGEINT and rounded half-up once per line, \
-         as the engine does in `Decimal`; DuckDB's own decimal division would go through DOUBLE.\n",
+         as the engine does (in integers too; in `Decimal` where the inputs have more places than the API allows or a line comes to 10⁸ yuan or more, with the same result); DuckDB's own decimal division would go through DOUBLE.\n",
         base["duckdb_version"].as_str().unwrap_or("?")
     )?;
     writeln!(

@@ -7,8 +7,10 @@
 //! - `month` prices: `gross = q × p × s / S`, where `S` is the number of seconds of the
 //!   calendar month (in the billing zone) the piece lies in;
 //! - `exact = gross × (1 − d / 100)`, and the line's `amount` is `exact` rounded half-up to
-//!   0.01 — the only rounding. `q × p × s` is exact in `Decimal`; the single division keeps 28
-//!   significant digits.
+//!   0.01 — the only rounding. With the inputs the API allows (two decimals each) the amount is
+//!   computed in integers, exactly; otherwise `q × p × s` is exact in `Decimal` and the single
+//!   division keeps 28 significant digits. Both give the same amount, scale included (see
+//!   [`discounted_amount`](super::money::discounted_amount)).
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::{MonthBounds, whole_seconds};
-use super::money::{discounted_share, round_fen};
+use super::money::{discounted_amount, discounted_share};
 use super::period::TimeRange;
 use super::prices::Prices;
 use super::{BillingConfig, BillingError};
@@ -108,10 +110,24 @@ pub(crate) struct Piece {
     pub unit: PriceUnit,
     pub per: Option<PricePer>,
     pub discount_percent: Decimal,
-    /// `exact` rounded half-up to 0.01 yuan.
+    /// The charge, rounded half-up to 0.01 yuan.
     pub amount: Decimal,
-    /// `gross × (1 − discount / 100)` before rounding.
-    pub exact: Decimal,
+    /// The seconds `unit_price` is for: an hour's, or those of the month the piece lies in.
+    pub unit_seconds: i64,
+}
+
+impl Piece {
+    /// `gross × (1 − discount / 100)` for `quantity`, before rounding.
+    fn exact(&self, quantity: Decimal) -> Option<Decimal> {
+        let seconds = (self.to - self.from).num_seconds();
+        discounted_share(
+            quantity,
+            self.unit_price,
+            seconds,
+            self.unit_seconds,
+            self.discount_percent,
+        )
+    }
 }
 
 /// A line with the unrounded amount it was rounded from.
@@ -149,11 +165,14 @@ pub fn charge_interval(
         &interval.sku,
     ]
     .map(|name| Arc::<str>::from(name.as_str()));
-    Ok(pieces
+    pieces
         .into_iter()
         .map(|piece| {
+            let exact = piece
+                .exact(interval.quantity)
+                .ok_or_else(|| overflow(interval))?;
             let [department, provider, request, item, sku] = names.clone();
-            Charge {
+            Ok(Charge {
                 line: SettlementLine {
                     department,
                     provider,
@@ -170,10 +189,10 @@ pub fn charge_interval(
                     discount_percent: piece.discount_percent,
                     amount: piece.amount,
                 },
-                exact: piece.exact,
-            }
+                exact,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// [`charge_interval`] without the names: hands each [`Piece`] to `each` in time order, with
@@ -212,23 +231,20 @@ fn charge_piece(
     month: (DateTime<Utc>, DateTime<Utc>),
     price: &super::prices::PricePoint,
 ) -> Result<Piece, BillingError> {
-    let overflow = || BillingError::Overflow {
-        what: format!("{} item {}", interval.request, interval.item),
-    };
     let seconds = (to - from).num_seconds();
-    let denominator = match price.unit {
+    let unit_seconds = match price.unit {
         PriceUnit::Hour => SECONDS_PER_HOUR,
         PriceUnit::Month => (month.1 - month.0).num_seconds(),
     };
     let discount = price.discount_for(&interval.department);
-    let exact = discounted_share(
+    let amount = discounted_amount(
         interval.quantity,
         price.price,
         seconds,
-        denominator,
+        unit_seconds,
         discount,
     )
-    .ok_or_else(overflow)?;
+    .ok_or_else(|| overflow(interval))?;
     Ok(Piece {
         from,
         to,
@@ -236,9 +252,15 @@ fn charge_piece(
         unit: price.unit,
         per: price.per,
         discount_percent: discount,
-        amount: round_fen(exact),
-        exact,
+        amount,
+        unit_seconds,
     })
+}
+
+fn overflow(interval: &Interval) -> BillingError {
+    BillingError::Overflow {
+        what: format!("{} item {}", interval.request, interval.item),
+    }
 }
 
 /// Refuses what can't be charged or written canonically: text with `|` or control characters,
@@ -262,7 +284,7 @@ fn check(interval: &Interval) -> Result<(), BillingError> {
             )));
         }
     }
-    if interval.quantity < Decimal::ZERO {
+    if interval.quantity.is_sign_negative() && !interval.quantity.is_zero() {
         return Err(invalid(format!(
             "quantity {} is negative",
             interval.quantity
@@ -286,14 +308,14 @@ fn check(interval: &Interval) -> Result<(), BillingError> {
     Ok(())
 }
 
-/// Without `|` and control characters. Bytes for ASCII (every name in practice), characters
-/// otherwise (C1 controls are two bytes in UTF-8).
+/// Without `|` and control characters. Printable ASCII (every name in practice) is told by its
+/// bytes, in one pass without branches; anything else by its characters (C1 controls are two
+/// bytes in UTF-8).
 fn plain_text(value: &str) -> bool {
-    if value.is_ascii() {
-        !value.bytes().any(|b| b == b'|' || b.is_ascii_control())
-    } else {
-        !value.chars().any(|c| c == '|' || c.is_control())
-    }
+    let printable_ascii = value
+        .bytes()
+        .fold(true, |ok, b| ok & (b' '..=b'~').contains(&b) & (b != b'|'));
+    printable_ascii || !value.chars().any(|c| c == '|' || c.is_control())
 }
 
 /// What a price multiplies for `item`: its count, or for a per-GiB price its count × size in GiB

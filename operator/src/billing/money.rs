@@ -102,8 +102,6 @@ pub fn format_percent(field: &str, percent: Decimal) -> Result<Percent, BillingE
     Ok(Percent(format_fen(percent)))
 }
 
-/// The amount after a department discount, unrounded: `gross × (1 − percent / 100)`.
-/// Callers round the result once, with [`round_fen`].
 /// `quantity × price × part ÷ whole × (100 − percent) ÷ 100`, unrounded, with ONE division at
 /// the end. Dividing first (`… ÷ whole`, then the discount) truncates a repeating quotient to 28
 /// digits, and an amount that is exactly half a fen, e.g. 5 × 0.80 × 73425 s ÷ 3600 s × 90% =
@@ -124,6 +122,88 @@ pub fn discounted_share(
     numerator.checked_div(Decimal::from(whole).checked_mul(Decimal::ONE_HUNDRED)?)
 }
 
+/// `round_fen(discounted_share(…))`, the amount of a line: the same value, with the same scale
+/// (`57.6`, `57.60` and `0` stay apart in a line's JSON), or `None` where that overflows.
+///
+/// Computed in integers when the inputs are non-negative with at most six decimals between them
+/// (quantities, prices and percentages have at most two each), the product `quantity × price ×
+/// part × (100 − percent)` fits a `Decimal` (under 2⁹⁶, so `discounted_share` multiplies
+/// exactly), `whole × 100` fits 32 bits and the amount is under 10⁸ yuan; through `Decimal`
+/// otherwise. Where the integers apply, rounding the exact quotient is rounding `Decimal`'s:
+/// a quotient `m ÷ (whole × 100 × 10^scale)` that is not a half fen is at least
+/// `1 ÷ (200 × whole × 100 × 10⁶)` > 10⁻¹⁸ away from one, and `Decimal` keeps an amount under
+/// 10⁸ to 19 or more places (28 significant digits), so its last-place error can't cross one.
+pub fn discounted_amount(
+    quantity: Decimal,
+    price: Decimal,
+    part: i64,
+    whole: i64,
+    percent: Decimal,
+) -> Option<Decimal> {
+    match amount_in_integers(quantity, price, part, whole, percent) {
+        Some(amount) => Some(amount),
+        None => discounted_share(quantity, price, part, whole, percent).map(round_fen),
+    }
+}
+
+/// [`discounted_amount`] in integers, `None` where it must go through `Decimal`.
+fn amount_in_integers(
+    quantity: Decimal,
+    price: Decimal,
+    part: i64,
+    whole: i64,
+    percent: Decimal,
+) -> Option<Decimal> {
+    const DECIMAL_MANTISSA_END: i128 = 1 << 96;
+    const FEN_END: i128 = 10_000_000_000;
+    let pow10 = |n: u32| 10i128.pow(n);
+    let non_negative = [quantity, price, percent].iter().all(|d| d.mantissa() >= 0);
+    // `100 − percent` as `Decimal` subtracts: at the percentage's scale, but `100` itself when
+    // the percentage is zero.
+    let keep_scale = if percent.is_zero() {
+        0
+    } else {
+        percent.scale()
+    };
+    let scale = quantity.scale() + price.scale() + keep_scale;
+    let divisor = i128::from(whole) * 100;
+    if !non_negative || part < 0 || keep_scale > 2 || scale > 6 {
+        return None;
+    }
+    if !(1..=i128::from(u32::MAX)).contains(&divisor) {
+        return None;
+    }
+    let keep = 100 * pow10(keep_scale) - percent.mantissa();
+    if keep < 0 {
+        return None;
+    }
+    // `discounted_share`'s numerator, with `scale` places.
+    let numerator = quantity
+        .mantissa()
+        .checked_mul(price.mantissa())?
+        .checked_mul(i128::from(part))?
+        .checked_mul(keep)?;
+    if numerator >= DECIMAL_MANTISSA_END {
+        return None;
+    }
+    // numerator × 100 ÷ (divisor × 10^scale), rounded half-up.
+    let denominator = divisor * pow10(scale);
+    let fen = (numerator * 200 + denominator) / (2 * denominator);
+    if fen == 0 {
+        return Some(Decimal::ZERO);
+    }
+    if fen >= FEN_END {
+        return None;
+    }
+    // `Decimal` divides to the fewest places that are exact; `round_fen` keeps up to two.
+    let places = (scale..=2)
+        .find(|&places| (numerator * pow10(places - scale)) % divisor == 0)
+        .unwrap_or(2);
+    Decimal::try_from_i128_with_scale(fen / pow10(2 - places), places).ok()
+}
+
+/// The amount after a department discount, unrounded: `gross × (1 − percent / 100)`.
+/// Callers round the result once, with [`round_fen`].
 pub fn apply_discount(gross: Decimal, percent: Decimal) -> Option<Decimal> {
     let keep = Decimal::ONE_HUNDRED.checked_sub(percent)?;
     gross.checked_mul(keep)?.checked_div(Decimal::ONE_HUNDRED)
@@ -233,5 +313,80 @@ mod tests {
             d("0.50")
         );
         assert_eq!(apply_discount(d("200"), d("100")).unwrap(), d("0"));
+    }
+
+    /// What `discounted_amount` must give: `discounted_share` rounded, scale and all.
+    fn through_decimal(q: Decimal, p: Decimal, part: i64, whole: i64, pct: Decimal) -> String {
+        let amount = discounted_share(q, p, part, whole, pct).map(round_fen);
+        format!("{amount:?}")
+    }
+
+    #[test]
+    fn the_amount_in_integers_is_the_amount_through_decimal() {
+        let quantities = [
+            "0", "1", "3", "2.5", "2.50", "0.25", "1.000", "40000", "0.01",
+        ];
+        let prices = [
+            "0",
+            "0.8",
+            "0.80",
+            "1.65",
+            "1200",
+            "1200.00",
+            "0.01",
+            "9999999999999.99",
+        ];
+        let percents = [
+            "0", "0.00", "5", "12.5", "33.33", "20.25", "99.99", "100", "100.00",
+        ];
+        let parts = [0, 1, 59, 3600, 73_425, 86_399, 1_339_200, 2_678_400];
+        let wholes = [3600, 2_419_200, 2_592_000, 2_595_600, 2_678_400];
+        let mut via_integers = 0;
+        for q in quantities.map(d) {
+            for p in prices.map(d) {
+                for pct in percents.map(d) {
+                    for part in parts {
+                        for whole in wholes {
+                            let amount = discounted_amount(q, p, part, whole, pct);
+                            assert_eq!(
+                                format!("{amount:?}"),
+                                through_decimal(q, p, part, whole, pct),
+                                "{q} × {p} × {part} ÷ {whole} less {pct} %"
+                            );
+                            via_integers +=
+                                usize::from(amount_in_integers(q, p, part, whole, pct).is_some());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(via_integers > 10_000, "{via_integers}");
+        // Exactly half a fen rounds up; a hair under it, down.
+        assert_eq!(
+            discounted_amount(d("5"), d("0.80"), 73425, 3600, d("10")),
+            Some(d("73.43"))
+        );
+        assert_eq!(
+            discounted_amount(d("5"), d("0.80"), 73424, 3600, d("10")),
+            Some(d("73.42"))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_amount_in_integers_is_the_amount_through_decimal(
+            (q, q_scale) in (0i64..10_000_000_000, 0u32..=3),
+            (p, p_scale) in (0i64..100_000_000, 0u32..=2),
+            (pct, pct_scale) in (0i64..=10_000, 0u32..=2),
+            part in 0i64..40_000_000,
+            whole in 1i64..5_000_000,
+        ) {
+            let (q, p) = (Decimal::new(q, q_scale), Decimal::new(p, p_scale));
+            let pct = Decimal::new(pct, pct_scale).min(Decimal::ONE_HUNDRED);
+            proptest::prop_assert_eq!(
+                format!("{:?}", discounted_amount(q, p, part, whole, pct)),
+                through_decimal(q, p, part, whole, pct)
+            );
+        }
     }
 }

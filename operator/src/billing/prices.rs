@@ -36,8 +36,9 @@ pub struct PricePoint {
     pub from: DateTime<Utc>,
     /// In force until this instant (exclusive); `None` is open-ended.
     pub until: Option<DateTime<Utc>>,
-    /// The book's discounts, department → percent.
-    discounts: Arc<BTreeMap<String, Decimal>>,
+    /// The book's discounts, department → percent. Hashed: a settlement looks one up for every
+    /// piece, and a book may name a thousand departments.
+    discounts: Arc<foldhash::HashMap<String, Decimal>>,
 }
 
 impl PricePoint {
@@ -183,7 +184,7 @@ fn parse_book(name: &str, spec: &PriceBookSpec) -> Result<Vec<PricePoint>, Billi
             "must be later than spec.effectiveFrom".into(),
         ));
     }
-    let mut discounts = BTreeMap::new();
+    let mut discounts = foldhash::HashMap::default();
     for (i, d) in spec.discounts.iter().enumerate() {
         let field = format!("spec.discounts[{i}].percent");
         let percent =

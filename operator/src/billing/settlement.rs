@@ -45,6 +45,7 @@ use super::money::{format_money, round_fen};
 use super::period::{Period, TimeRange};
 use super::prices::Prices;
 use super::{BillingConfig, BillingError, Clock, Interval};
+use crate::api::price_book::{PricePer, PriceUnit};
 use crate::api::settlement_report::{ChecksumAlgorithm, Scope, SettlementReportStatus, Subtotal};
 use crate::api::{Currency, ResourceType};
 
@@ -92,9 +93,9 @@ impl Settlement {
 /// force, malformed interval): a settlement is complete or it is not computed.
 ///
 /// The pieces are charged, ordered, totalled and fingerprinted without copying a name: each
-/// refers to its interval. Only the lines handed out own (shared) names. A large settlement
-/// uses two threads; the result is the same as on one (the halves are merged in canonical
-/// order, the checksum is one sequential hash).
+/// piece is kept in its sort key, which refers to its interval. Only the lines handed out own
+/// (shared) names. A large settlement uses two threads; the result is the same as on one (the
+/// halves are merged in canonical order, the checksum is one sequential hash).
 pub fn settle(
     intervals: &[Interval],
     prices: &Prices,
@@ -118,38 +119,30 @@ pub fn settle(
     } else {
         selected.len()
     };
-    // Each piece is kept with the sort key of its line, made while both are at hand.
-    let charge = |part: Range<usize>| -> Result<(Vec<ChargedPiece>, KeysMet<'_>), BillingError> {
+    // Each piece is kept in the sort key of its line, made while both are at hand: sorted, the
+    // keys are read in canonical order without going back to the pieces.
+    let charge = |part: Range<usize>| -> Result<KeysMet<'_, Charged>, BillingError> {
         let mut months = MonthBounds::new(config.zone);
-        let mut pieces = Vec::with_capacity(part.len());
         let mut keys = KeysMet::with_capacity(part.len());
         for k in part {
             let interval = selected[k];
             charge_pieces(interval, window, now, prices, &mut months, |piece| {
-                let charged = ChargedPiece {
-                    interval: k as u32,
-                    resource_type: interval.resource_type,
-                    quantity: interval.quantity,
-                    piece,
-                };
-                keys.push(&charged.fields(interval));
-                pieces.push(charged);
+                let charged = Charged::of(interval, &piece);
+                keys.push(
+                    &charged.fields(interval, piece.from, piece.to),
+                    k as u32,
+                    charged,
+                );
             })?;
         }
-        Ok((pieces, keys))
+        Ok(keys)
     };
-    let (charged, keys) = match both(
+    let keys = match both(
         parallel,
         || charge(0..middle),
         || charge(middle..selected.len()),
     ) {
-        (Ok((first, first_keys)), Ok((second, second_keys))) => (
-            Charged {
-                intervals: &selected,
-                halves: [first, second],
-            },
-            [first_keys, second_keys],
-        ),
+        (Ok(first), Ok(second)) => [first, second],
         (Err(e), _) | (_, Err(e)) => {
             // The first failure in the order the intervals came in, whichever half found one.
             for interval in &selected {
@@ -159,14 +152,17 @@ pub fn settle(
         }
     };
 
-    let line = |k| charged.fields(k);
-    let order = CanonicalOrder::of(keys, &line, parallel);
-    // Both threads go through the lines in canonical order: one makes them, the other sums and
+    let fields = |key: &LineKey<Charged>| {
+        key.rest
+            .fields(selected[key.origin as usize], key.from, key.to)
+    };
+    let order = CanonicalOrder::of(keys, &fields, parallel);
+    // Both threads go through the lines in canonical order: one makes and sums them, the other
     // fingerprints them.
-    let (lines, (sums, checksum)) = both(
+    let ((lines, sums), checksum) = both(
         parallel,
-        || order.lines(&charged, &line),
-        || order.sums_and_checksum(&charged, &line),
+        || order.lines_and_sums(&fields),
+        || order.checksum(&fields),
     );
     let Totals {
         total,
@@ -208,60 +204,44 @@ fn both<A: Send, B: Send>(
     })
 }
 
-/// The pieces a settlement charged, in the order their intervals came in (the two halves one
-/// after the other). Numbered `0..len()` across both.
-struct Charged<'a> {
-    /// The intervals settled.
-    intervals: &'a [&'a Interval],
-    halves: [Vec<ChargedPiece>; 2],
-}
-
-/// A piece of an interval, with what its line takes from the interval but the names: those
-/// stay in the interval, found by its position.
+/// A charged piece of an interval: what its line says but the names and the instants (those are
+/// in its key) — the interval's type and quantity, and the piece's price, discount and amount.
 #[derive(Clone, Copy)]
-struct ChargedPiece {
-    interval: u32,
+struct Charged {
     resource_type: ResourceType,
+    unit: PriceUnit,
+    per: Option<PricePer>,
     quantity: Decimal,
-    piece: Piece,
+    unit_price: Decimal,
+    discount_percent: Decimal,
+    amount: Decimal,
 }
 
-impl Charged<'_> {
-    fn get(&self, k: usize) -> &ChargedPiece {
-        match k.checked_sub(self.halves[0].len()) {
-            None => &self.halves[0][k],
-            Some(k) => &self.halves[1][k],
+impl Charged {
+    fn of(interval: &Interval, piece: &Piece) -> Self {
+        Charged {
+            resource_type: interval.resource_type,
+            unit: piece.unit,
+            per: piece.per,
+            quantity: interval.quantity,
+            unit_price: piece.unit_price,
+            discount_percent: piece.discount_percent,
+            amount: piece.amount,
         }
     }
 
-    fn interval(&self, k: usize) -> &Interval {
-        self.intervals[self.get(k).interval as usize]
-    }
-
-    fn fields(&self, k: usize) -> LineFields<'_> {
-        let charged = self.get(k);
-        charged.fields(self.intervals[charged.interval as usize])
-    }
-
-    /// The request of `key`'s line: from the key when it holds all of it (copied into
-    /// `buffer`), which spares reading the interval.
-    fn request<'s>(&'s self, key: &LineKey, buffer: &'s mut [u8; REQUEST_PREFIX]) -> &'s str {
-        if let Some(len) = key.request_bytes(buffer)
-            && let Ok(request) = std::str::from_utf8(&buffer[..len])
-        {
-            return request;
-        }
-        &self.interval(key.line as usize).request
-    }
-}
-
-impl ChargedPiece {
     /// The fields of its line, with `interval`'s names.
-    fn fields<'a>(&self, interval: &'a Interval) -> LineFields<'a> {
+    fn fields<'a>(
+        &self,
+        interval: &'a Interval,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> LineFields<'a> {
         self.fields_named(
             (&interval.department, &interval.provider),
             (&interval.item, &interval.sku),
             &interval.request,
+            (from, to),
         )
     }
 
@@ -271,33 +251,28 @@ impl ChargedPiece {
         (department, provider): Pair<'a>,
         (item, sku): Pair<'a>,
         request: &'a str,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
     ) -> LineFields<'a> {
-        let ChargedPiece {
-            resource_type,
-            quantity,
-            piece,
-            ..
-        } = self;
         LineFields {
             department,
             provider,
             request,
             item,
             sku,
-            resource_type: *resource_type,
-            from: piece.from,
-            to: piece.to,
-            quantity: *quantity,
-            unit_price: piece.unit_price,
-            unit: unit_label(piece.unit, piece.per),
-            discount_percent: piece.discount_percent,
-            amount: piece.amount,
+            resource_type: self.resource_type,
+            from,
+            to,
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            unit: unit_label(self.unit, self.per),
+            discount_percent: self.discount_percent,
+            amount: self.amount,
         }
     }
 }
 
 /// What a canonical line says, borrowed from wherever the line is kept: a [`SettlementLine`], or
-/// a charged piece and its interval.
+/// a charged piece, its key and its interval.
 #[derive(Clone, Copy)]
 struct LineFields<'a> {
     department: &'a str,
@@ -343,42 +318,85 @@ impl<'a> LineFields<'a> {
     }
 }
 
-/// Lines in canonical order, as the keys of two sorted parts, merged as they are read by
+/// Lines in canonical order: each of two parts' keys grouped by (department, provider) pair and
+/// sorted within each group, the parts merged group by group as they are read by
 /// [`in_order`](Self::in_order).
-struct CanonicalOrder<'a> {
+struct CanonicalOrder<'a, R> {
     /// The lines' distinct (department, provider) and (item, SKU) pairs, in byte order: a key's
     /// `names` and `kind` are positions here.
     names: Vec<Pair<'a>>,
     kinds: Vec<Pair<'a>>,
-    parts: [Vec<LineKey>; 2],
+    parts: [Grouped<R>; 2],
 }
 
-impl<'a> CanonicalOrder<'a> {
-    /// The order of the lines of `parts`, numbered across them (the second part's lines after
-    /// the first's), read with `line` where their keys tie. Each part's keys are sorted on a
-    /// thread of their own when `parallel`, then merged; lines are not moved.
+/// Keys grouped by their `names`, the rank of their (department, provider) pair: group `r` is
+/// `keys[starts[r]..starts[r + 1]]`.
+struct Grouped<R> {
+    keys: Vec<LineKey<R>>,
+    starts: Vec<usize>,
+}
+
+impl<R> Grouped<R> {
+    fn group(&self, group: usize) -> &[LineKey<R>] {
+        &self.keys[self.starts[group]..self.starts[group + 1]]
+    }
+}
+
+impl<R: Copy> Grouped<R> {
+    /// `keys` grouped by `names`, each less than `groups`, keeping their order within a group (a
+    /// counting sort).
+    fn of(keys: &[LineKey<R>], groups: usize) -> Self {
+        let mut starts = vec![0; groups + 1];
+        for key in keys {
+            starts[key.names as usize + 1] += 1;
+        }
+        for group in 0..groups {
+            starts[group + 1] += starts[group];
+        }
+        // Where each key goes, found in one pass; then the keys, gathered in that order.
+        let mut next = starts.clone();
+        let mut order = vec![0u32; keys.len()];
+        for (k, key) in keys.iter().enumerate() {
+            let at = &mut next[key.names as usize];
+            order[*at] = k as u32;
+            *at += 1;
+        }
+        Grouped {
+            keys: order.iter().map(|&k| keys[k as usize]).collect(),
+            starts,
+        }
+    }
+}
+
+impl<'a, R: Copy + Send + Sync> CanonicalOrder<'a, R> {
+    /// The order of the lines of `parts`, read with `fields` where their keys tie. Each part is
+    /// grouped, then sorted group by group (a few hundred keys each: they fit in cache), on a
+    /// thread of its own when `parallel`.
     fn of(
-        parts: [KeysMet<'a>; 2],
-        line: &(impl Fn(usize) -> LineFields<'a> + Sync),
+        parts: [KeysMet<'a, R>; 2],
+        fields: &(impl Fn(&LineKey<R>) -> LineFields<'a> + Sync),
         parallel: bool,
     ) -> Self {
         let [a, b] = parts;
         let (names, [names_a, names_b]) = ranked([&a.names.pairs, &b.names.pairs]);
         let (kinds, [kinds_a, kinds_b]) = ranked([&a.kinds.pairs, &b.kinds.pairs]);
-        let offset = a.keys.len() as u32;
-        let sorted = |mut keys: Vec<LineKey>, names: &[u32], kinds: &[u32], offset: u32| {
+        let sorted = |mut keys: Vec<LineKey<R>>, ranks: &[u32], kinds: &[u32]| {
             for key in &mut keys {
-                key.names = names[key.names as usize];
+                key.names = ranks[key.names as usize];
                 key.kind = kinds[key.kind as usize];
-                key.line += offset;
             }
-            keys.sort_unstable_by(|x, y| x.cmp(y, line));
-            keys
+            let mut grouped = Grouped::of(&keys, names.len());
+            drop(keys);
+            for group in 0..names.len() {
+                let range = grouped.starts[group]..grouped.starts[group + 1];
+                grouped.keys[range].sort_unstable_by(|x, y| x.cmp(y, fields));
+            }
+            grouped
         };
         let (a, b) = both(
             parallel,
-            || sorted(a.keys, &names_a, &kinds_a, 0),
-            || sorted(b.keys, &names_b, &kinds_b, offset),
+            || sorted(a.keys, &names_a, &kinds_a),
+            || sorted(b.keys, &names_b, &kinds_b),
         );
         CanonicalOrder {
             names,
@@ -386,36 +404,44 @@ impl<'a> CanonicalOrder<'a> {
             parts: [a, b],
         }
     }
+}
 
+impl<'a, R> CanonicalOrder<'a, R> {
     fn len(&self) -> usize {
-        self.parts[0].len() + self.parts[1].len()
+        self.parts[0].keys.len() + self.parts[1].keys.len()
     }
 
-    /// The keys in canonical order: the two parts merged (`line` reads the lines where keys tie).
+    /// The keys in canonical order: group by group, the two parts' keys merged (`fields` reads
+    /// the lines where keys tie).
     fn in_order<'s>(
         &'s self,
-        line: &'s impl Fn(usize) -> LineFields<'a>,
-    ) -> impl Iterator<Item = &'s LineKey> + 's {
+        fields: &'s impl Fn(&LineKey<R>) -> LineFields<'a>,
+    ) -> impl Iterator<Item = &'s LineKey<R>> + 's {
         let [a, b] = &self.parts;
-        let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-        std::iter::from_fn(move || match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if y.cmp(x, line) == Ordering::Less => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
+        (0..self.names.len()).flat_map(move |group| {
+            let (mut a, mut b) = (
+                a.group(group).iter().peekable(),
+                b.group(group).iter().peekable(),
+            );
+            std::iter::from_fn(move || match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if y.cmp(x, fields) == Ordering::Less => b.next(),
+                (Some(_), _) => a.next(),
+                (None, _) => b.next(),
+            })
         })
     }
 }
 
-/// The sort keys of some lines, made as the lines are met and numbered from 0, with their
-/// (department, provider) and (item, SKU) pairs numbered in the order met: a key's `names` and
-/// `kind` are these numbers until [`CanonicalOrder::of`] makes them ranks.
-struct KeysMet<'a> {
+/// The sort keys of some lines, made as the lines are met, with their (department, provider) and
+/// (item, SKU) pairs numbered in the order met: a key's `names` and `kind` are these numbers
+/// until [`CanonicalOrder::of`] makes them ranks.
+struct KeysMet<'a, R> {
     names: Numbered<'a>,
     kinds: Numbered<'a>,
-    keys: Vec<LineKey>,
+    keys: Vec<LineKey<R>>,
 }
 
-impl<'a> KeysMet<'a> {
+impl<'a, R> KeysMet<'a, R> {
     fn with_capacity(lines: usize) -> Self {
         KeysMet {
             names: Numbered::default(),
@@ -424,11 +450,12 @@ impl<'a> KeysMet<'a> {
         }
     }
 
-    fn push(&mut self, line: &LineFields<'a>) {
+    /// Adds the key of `line`, found at `origin`, keeping `rest` in it.
+    fn push(&mut self, line: &LineFields<'a>, origin: u32, rest: R) {
         let names = self.names.number((line.department, line.provider));
         let kind = self.kinds.number((line.item, line.sku));
-        let number = self.keys.len() as u32;
-        self.keys.push(LineKey::of(line, number, names, kind));
+        self.keys
+            .push(LineKey::of(line, origin, (names, kind), rest));
     }
 }
 
@@ -462,34 +489,34 @@ impl<'a> Numbered<'a> {
     }
 }
 
-/// What a line is sorted by, compact: the canonical order compares these fields, in this order,
-/// and reads the lines themselves only to break ties (requests longer than [`REQUEST_PREFIX`]
-/// bytes that share it, equal keys). Sorting keys, not lines, moves 72 bytes instead of a line
-/// and keeps the comparisons in one array instead of a million strings.
+/// What a line is sorted by, compact, and `rest` of what the line says: the canonical order
+/// compares these fields, in this order, and reads the lines themselves only to break ties
+/// (requests longer than [`REQUEST_PREFIX`] bytes that share it, equal keys). Sorting keys, not
+/// lines, keeps the comparisons in one array instead of a million strings; keeping the rest of
+/// a charged piece in its key lets the sorted keys be read in order, not the pieces at random.
 #[derive(Clone, Copy)]
-struct LineKey {
+struct LineKey<R> {
     /// The request's first bytes, big-endian, zero-padded: compared as integers they order as
     /// the strings do (a request can't contain a NUL, so the padding sorts before any byte).
     request: [u64; REQUEST_PREFIX / 8],
-    from: i64,
-    to: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     /// Rank of the (department, provider) pair among the lines' (byte order).
     names: u32,
     /// Rank of the (item, SKU) pair.
     kind: u32,
-    /// Sub-second parts of `from` and `to` (zero: lines are charged by the whole second).
-    nanos: (u32, u32),
-    /// The line's number.
-    line: u32,
+    /// Where the line's names are: the number of its line, or of its piece's interval.
+    origin: u32,
     /// The request's length in bytes: when longer than the prefix, equal prefixes are compared
     /// in full.
     request_len: u32,
+    rest: R,
 }
 
 const REQUEST_PREFIX: usize = 32;
 
-impl LineKey {
-    fn of(fields: &LineFields<'_>, line: u32, names: u32, kind: u32) -> Self {
+impl<R> LineKey<R> {
+    fn of(fields: &LineFields<'_>, origin: u32, (names, kind): (u32, u32), rest: R) -> Self {
         let bytes = fields.request.as_bytes();
         let mut request = [0; REQUEST_PREFIX / 8];
         for (k, word) in request.iter_mut().enumerate() {
@@ -501,16 +528,13 @@ impl LineKey {
         }
         LineKey {
             request,
-            from: fields.from.timestamp(),
-            to: fields.to.timestamp(),
+            from: fields.from,
+            to: fields.to,
             names,
             kind,
-            nanos: (
-                fields.from.timestamp_subsec_nanos(),
-                fields.to.timestamp_subsec_nanos(),
-            ),
-            line,
+            origin,
             request_len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            rest,
         }
     }
 
@@ -518,21 +542,26 @@ impl LineKey {
         self.request_len as usize > REQUEST_PREFIX
     }
 
-    /// Copies the request's bytes into `bytes` and says how many there are, when the key holds
-    /// all of them (it is not [`long`](Self::long)).
-    fn request_bytes(&self, bytes: &mut [u8; REQUEST_PREFIX]) -> Option<usize> {
-        if self.long() {
-            return None;
+    /// The request of the key's line: from the key when it holds all of it (copied into
+    /// `buffer`), which spares reading the line; from `fields` otherwise.
+    fn request<'s, 'a: 's>(
+        &self,
+        buffer: &'s mut [u8; REQUEST_PREFIX],
+        fields: &impl Fn(&LineKey<R>) -> LineFields<'a>,
+    ) -> &'s str {
+        if !self.long() {
+            for (chunk, word) in buffer.chunks_exact_mut(8).zip(self.request) {
+                chunk.copy_from_slice(&word.to_be_bytes());
+            }
+            if let Ok(request) = std::str::from_utf8(&buffer[..self.request_len as usize]) {
+                return request;
+            }
         }
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.request) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        Some(self.request_len as usize)
+        fields(self).request
     }
 
     /// The canonical order of the lines these keys are of (see the module docs).
-    fn cmp<'a>(&self, other: &LineKey, line: &impl Fn(usize) -> LineFields<'a>) -> Ordering {
-        let fields = |k: &LineKey| line(k.line as usize);
+    fn cmp<'a>(&self, other: &Self, fields: &impl Fn(&Self) -> LineFields<'a>) -> Ordering {
         self.names
             .cmp(&other.names)
             .then_with(|| self.request.cmp(&other.request))
@@ -544,8 +573,8 @@ impl LineKey {
                 }
             })
             .then_with(|| self.kind.cmp(&other.kind))
-            .then_with(|| (self.from, self.nanos.0).cmp(&(other.from, other.nanos.0)))
-            .then_with(|| (self.to, self.nanos.1).cmp(&(other.to, other.nanos.1)))
+            .then_with(|| self.from.cmp(&other.from))
+            .then_with(|| self.to.cmp(&other.to))
             .then_with(|| fields(self).canonical().cmp(&fields(other).canonical()))
     }
 }
@@ -566,15 +595,14 @@ fn ranked<'a, const N: usize>(parts: [&[Pair<'a>]; N]) -> (Vec<Pair<'a>>, [Vec<u
     (all, ranks)
 }
 
-impl<'a> CanonicalOrder<'a> {
-    /// The charged lines in canonical order, as [`SettlementLine`]s: each distinct department,
+impl<'a> CanonicalOrder<'a, Charged> {
+    /// The charged lines in canonical order, as [`SettlementLine`]s — each distinct department,
     /// provider, item and SKU is one `Arc<str>`, and so is the request of consecutive lines of
-    /// one request.
-    fn lines(
+    /// one request — and the sums of their amounts.
+    fn lines_and_sums(
         &self,
-        charged: &Charged<'_>,
-        line: &impl Fn(usize) -> LineFields<'a>,
-    ) -> Vec<SettlementLine> {
+        fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>,
+    ) -> (Vec<SettlementLine>, Result<Sums, BillingError>) {
         let shared = |pairs: &[Pair<'_>]| -> Vec<[Arc<str>; 2]> {
             pairs
                 .iter()
@@ -582,79 +610,79 @@ impl<'a> CanonicalOrder<'a> {
                 .collect()
         };
         let (names, kinds) = (shared(&self.names), shared(&self.kinds));
+        let mut sums: Sums = vec![[None; ResourceType::ALL.len()]; self.names.len()];
+        let mut overflow = false;
         let mut request: Arc<str> = Arc::from("");
         let mut buffer = [0; REQUEST_PREFIX];
         let mut lines = Vec::with_capacity(self.len());
-        lines.extend(self.in_order(line).map(|key| {
-            let this = charged.request(key, &mut buffer);
+        lines.extend(self.in_order(fields).map(|key| {
+            let this = key.request(&mut buffer, fields);
             if *request != *this {
                 request = Arc::from(this);
             }
             let [department, provider] = names[key.names as usize].clone();
             let [item, sku] = kinds[key.kind as usize].clone();
-            let ChargedPiece {
-                resource_type,
-                quantity,
-                piece,
-                ..
-            } = *charged.get(key.line as usize);
+            let charged = &key.rest;
+            let sum = &mut sums[key.names as usize][charged.resource_type as usize];
+            match sum.unwrap_or_default().checked_add(charged.amount) {
+                Some(s) => *sum = Some(s),
+                None => overflow = true,
+            }
             SettlementLine {
                 department,
                 provider,
                 request: request.clone(),
                 item,
                 sku,
-                resource_type,
-                from: piece.from,
-                to: piece.to,
-                quantity,
-                unit_price: piece.unit_price,
-                unit: piece.unit,
-                per: piece.per,
-                discount_percent: piece.discount_percent,
-                amount: piece.amount,
+                resource_type: charged.resource_type,
+                from: key.from,
+                to: key.to,
+                quantity: charged.quantity,
+                unit_price: charged.unit_price,
+                unit: charged.unit,
+                per: charged.per,
+                discount_percent: charged.discount_percent,
+                amount: charged.amount,
             }
         }));
-        lines
-    }
-
-    /// The sums of the charged lines, and the SHA-256 checksum of their canonical text, in
-    /// canonical order.
-    fn sums_and_checksum(
-        &self,
-        charged: &Charged<'_>,
-        line: &impl Fn(usize) -> LineFields<'a>,
-    ) -> (Result<Sums, BillingError>, String) {
-        let mut sums: Sums = vec![[None; ResourceType::ALL.len()]; self.names.len()];
-        let mut overflow = false;
-        let mut hasher = Sha256::new();
-        let mut text = String::with_capacity(TEXT_CHUNK + 1024);
-        let mut buffer = [0; REQUEST_PREFIX];
-        for key in self.in_order(line) {
-            let charged_piece = charged.get(key.line as usize);
-            let fields = charged_piece.fields_named(
-                self.names[key.names as usize],
-                self.kinds[key.kind as usize],
-                charged.request(key, &mut buffer),
-            );
-            write_canonical_line(&mut text, &fields);
-            if text.len() >= TEXT_CHUNK {
-                hasher.update(text.as_bytes());
-                text.clear();
-            }
-            let sum = &mut sums[key.names as usize][fields.resource_type as usize];
-            match sum.unwrap_or_default().checked_add(fields.amount) {
-                Some(s) => *sum = Some(s),
-                None => overflow = true,
-            }
-        }
-        hasher.update(text.as_bytes());
         let sums = if overflow {
             Err(totals_overflow())
         } else {
             Ok(sums)
         };
-        (sums, checksum_of(hasher))
+        (lines, sums)
+    }
+
+    /// The SHA-256 checksum of the charged lines' canonical text, in canonical order.
+    fn checksum(&self, fields: &impl Fn(&LineKey<Charged>) -> LineFields<'a>) -> String {
+        // Each pair of names as its lines start: `department|provider|`, `item|sku|`.
+        let pair_texts = |pairs: &[Pair<'_>]| -> Vec<String> {
+            pairs.iter().map(|&(a, b)| format!("{a}|{b}|")).collect()
+        };
+        let (names, kinds) = (pair_texts(&self.names), pair_texts(&self.kinds));
+        let mut hasher = Sha256::new();
+        let mut text = String::with_capacity(TEXT_CHUNK + 1024);
+        let mut buffer = [0; REQUEST_PREFIX];
+        for key in self.in_order(fields) {
+            let line = key.rest.fields_named(
+                self.names[key.names as usize],
+                self.kinds[key.kind as usize],
+                key.request(&mut buffer, fields),
+                (key.from, key.to),
+            );
+            // What `write_canonical_line` writes, with the names' texts made once.
+            text.push_str(&names[key.names as usize]);
+            text.push_str(line.request);
+            text.push('|');
+            text.push_str(&kinds[key.kind as usize]);
+            write_line_from_type(&mut text, &line);
+            if text.len() >= TEXT_CHUNK {
+                hasher.update(text.as_bytes());
+                text.clear();
+            }
+        }
+        hasher.update(text.as_bytes());
+        checksum_of(hasher)
     }
 }
 
@@ -709,12 +737,16 @@ fn totals(names: &[Pair<'_>], sums: &Sums) -> Result<Totals, BillingError> {
 /// Sorts lines in canonical order (see the module docs), as [`settle`] orders them.
 pub fn sort_canonically(lines: &mut [SettlementLine]) {
     let parallel = lines.len() >= PARALLEL_FROM;
-    let (first, second) = lines.split_at(lines.len() / 2);
-    let (a, b) = both(parallel, || keys_of(first), || keys_of(second));
-    let line = |k: usize| LineFields::of(&lines[k]);
-    let mut order: Vec<u32> = CanonicalOrder::of([a, b], &line, parallel)
-        .in_order(&line)
-        .map(|key| key.line)
+    let middle = lines.len() / 2;
+    let (a, b) = both(
+        parallel,
+        || keys_of(lines, 0..middle),
+        || keys_of(lines, middle..lines.len()),
+    );
+    let fields = |key: &LineKey<()>| LineFields::of(&lines[key.origin as usize]);
+    let mut order: Vec<u32> = CanonicalOrder::of([a, b], &fields, parallel)
+        .in_order(&fields)
+        .map(|key| key.origin)
         .collect();
     // Line `order[i]` goes to `i`: follow each cycle of the permutation, marking places done.
     for start in 0..order.len() {
@@ -731,10 +763,11 @@ pub fn sort_canonically(lines: &mut [SettlementLine]) {
     }
 }
 
-fn keys_of(lines: &[SettlementLine]) -> KeysMet<'_> {
-    let mut keys = KeysMet::with_capacity(lines.len());
-    for line in lines {
-        keys.push(&LineFields::of(line));
+/// The keys of `lines[part]`, each with its line's number.
+fn keys_of(lines: &[SettlementLine], part: Range<usize>) -> KeysMet<'_, ()> {
+    let mut keys = KeysMet::with_capacity(part.len());
+    for k in part {
+        keys.push(&LineFields::of(&lines[k]), k as u32, ());
     }
     keys
 }
@@ -757,6 +790,11 @@ fn write_canonical_line(out: &mut String, line: &LineFields<'_>) {
         out.push_str(text);
         out.push('|');
     }
+    write_line_from_type(out, line);
+}
+
+/// The canonical form of `line` from its type on, `\n` included (its names are not read).
+fn write_line_from_type(out: &mut String, line: &LineFields<'_>) {
     out.push_str(line.resource_type.as_str());
     out.push('|');
     push_instant(out, line.from);
@@ -777,7 +815,8 @@ fn write_canonical_line(out: &mut String, line: &LineFields<'_>) {
 
 /// `2026-10-15T16:00:00Z`: RFC 3339 in UTC, whole seconds.
 fn push_instant(out: &mut String, t: DateTime<Utc>) {
-    let (date, time) = (t.date_naive(), t.time());
+    // The UTC date and time as stored: no offset to apply.
+    let (date, time) = (t.naive_utc().date(), t.naive_utc().time());
     if !(0..=9999).contains(&date.year()) || time.nanosecond() >= 1_000_000_000 {
         // Years of other widths and leap seconds: chrono's formatting, as before.
         let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%SZ"));
@@ -814,17 +853,21 @@ fn push_two_places(out: &mut String, amount: Decimal) {
         let _ = write!(out, "{rounded:.2}");
         return;
     };
-    // Up to 20 digits of the whole part, the point, two places.
-    let mut text = [b'0'; 23];
-    let whole = hundredths / 100;
-    let mut width = 1;
-    while width < 20 && whole >= 10u64.pow(width as u32) {
-        width += 1;
+    // Written from the end: the two places, the point, then the whole part's digits (at most
+    // 18 of them in a u64 of hundredths).
+    let mut text = [b'.'; 21];
+    let mut start = text.len() - 3;
+    put_digits(&mut text[start + 1..], hundredths % 100);
+    let mut whole = hundredths / 100;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
     }
-    put_digits(&mut text[..width], whole);
-    text[width] = b'.';
-    put_digits(&mut text[width + 1..width + 3], hundredths % 100);
-    push_ascii(out, &text[..width + 3]);
+    push_ascii(out, &text[start..]);
 }
 
 /// Writes the last `digits.len()` decimal digits of `n` into `digits`, zero-padded.
