@@ -122,40 +122,38 @@ fn without_unread_fields<K: Resource>(obj: &mut K) {
     }
 }
 
-/// A controller of every `K`, whose store (the one copy of each object the operator keeps) holds
-/// the objects without the fields nobody reads. It counts itself into `synced`, and out again the
-/// first time its store holds a full list.
-fn controller_of<K>(
-    client: &Client,
-    synced: &Arc<tokio::sync::watch::Sender<usize>>,
-) -> Controller<K>
-where
+/// A kind the operator keeps a store of.
+trait Kept:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+impl<K> Kept for K where
     K: Resource<DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// A controller of every `K`, whose store (the one copy of each object the operator keeps) holds
+/// the objects without the fields nobody reads. It counts itself into `synced`, and out again the
+/// first time its store holds a full list.
+fn controller_of<K: Kept>(
+    client: &Client,
+    synced: &Arc<tokio::sync::watch::Sender<usize>>,
+) -> Controller<K> {
     controller_with(client, synced, |_: &K| {})
 }
 
 /// [`controller_of`], calling `stored` with each object that changed once its store holds it.
-fn controller_with<K>(
+fn controller_with<K: Kept>(
     client: &Client,
     synced: &Arc<tokio::sync::watch::Sender<usize>>,
     mut stored: impl FnMut(&K) + Send + 'static,
-) -> Controller<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Controller<K> {
     let (reader, writer) = reflector::store();
     synced.send_modify(|n| *n += 1);
     let (synced, mut counted) = (synced.clone(), false);
