@@ -8,6 +8,7 @@ pub mod admission;
 pub mod api;
 pub mod billing;
 pub mod cli;
+pub mod clock;
 pub mod conditions;
 pub mod controllers;
 pub mod iac;

@@ -385,6 +385,27 @@ pub fn read_yaml_documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>
     Ok(docs)
 }
 
+/// The documents of an example file (`examples/...`, relative to the repository root) as one run
+/// of the suite applies them: the example's tenancy (the `gx` department tree, its namespaces, its
+/// provider and price book, every name that is `gx` or starts with `gx-`) renamed to `<run>-gx…`,
+/// so a run never meets what an earlier run (or the demo) left under the examples' own names.
+/// Everything else (structure, prices, quotas, the request) is applied exactly as written.
+pub fn example_documents(path: &str, run: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    fn rename(value: &mut serde_json::Value, run: &str) {
+        match value {
+            serde_json::Value::String(s) if s == "gx" || s.starts_with("gx-") => {
+                *s = format!("{run}-{s}");
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rename(v, run)),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(|v| rename(v, run)),
+            _ => {}
+        }
+    }
+    let mut docs = read_yaml_documents(&repo_root().join(path))?;
+    docs.iter_mut().for_each(|d| rename(d, run));
+    Ok(docs)
+}
+
 /// Server-side apply one object (any kind the API server knows) with `client`.
 pub async fn apply_value(
     client: &Client,

@@ -17,10 +17,15 @@
 //! (with namespaces of their own) for the display names in the exports and for the endpoint's
 //! department rule.
 //!
-//! # The fixture table (period 2026-10, Asia/Shanghai)
+//! # The fixture table (period Y-10, Asia/Shanghai)
 //!
-//! PriceBook `<p>-old` from 2026-01-01 until 2026-10-16 00:00: ecs.c2.large 0.80/hour; `<p>-new`
-//! from 2026-10-16 00:00: ecs.c2.large 1.00/hour. Both: rds.mysql.4c16g 1800.00/month and a 10 %
+//! The table is written for Y = 2026 and shifted to the fixture's year: the last year that ended
+//! before the scenario's today (`YZ_TEST_TODAY`, e.g. `2031-06-30`, else the system date), so its
+//! October is always history. The operator's business clock is started at Y-11-20 12:00 (+08:00)
+//! (`yunzhang run --clock`), the instant the budget checks need: whatever the date, they run.
+//!
+//! PriceBook `<p>-old` from Y-01-01 until Y-10-16 00:00: ecs.c2.large 0.80/hour; `<p>-new`
+//! from Y-10-16 00:00: ecs.c2.large 1.00/hour. Both: rds.mysql.4c16g 1800.00/month and a 10 %
 //! discount for department A.
 //!
 //! | request | item | interval (+08:00) | line(s) in October | amount |
@@ -32,7 +37,7 @@
 //!
 //! Total 453.07; A 443.57, B 9.50; ecs 87.26, rds 365.81; 5 lines.
 //!
-//! Budget of A in 2026 (the operator's clock decides the year): r1 77.76, r2 365.81 in October
+//! Budget of A in Y (the operator's clock, at Y-11-20, decides the year): r1 77.76, r2 365.81 in October
 //! and 1800 × 4/30 × 0.9 = 216.00 in November: spent 659.57. Against 800.00 that is 82.45 %
 //! (the 80 % alert); against 600.00, 109.93 % (the 100 % alert too).
 
@@ -61,6 +66,8 @@ struct Fixture {
     dept_b: String,
     /// Where the metered requests live: no Department's namespace.
     meter_ns: String,
+    /// The year of the fixture's October (see the module's doc).
+    year: i32,
 }
 
 async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
@@ -82,24 +89,54 @@ fn interval(
     v
 }
 
+/// The scenario's today: `YZ_TEST_TODAY` (a date, `YYYY-MM-DD`), else the system date.
+fn today() -> chrono::NaiveDate {
+    std::env::var("YZ_TEST_TODAY")
+        .ok()
+        .map(|d| {
+            d.parse()
+                .expect("YZ_TEST_TODAY is a date such as 2031-06-30")
+        })
+        .unwrap_or_else(|| chrono::Utc::now().date_naive())
+}
+
+impl Fixture {
+    /// `text`, written for the reference year 2026, in the fixture's year.
+    fn dated(&self, text: &str) -> String {
+        text.replace("2026-", &format!("{}-", self.year))
+    }
+
+    /// The period of the fixture's October, e.g. `2030-10`.
+    fn period(&self) -> String {
+        format!("{}-10", self.year)
+    }
+
+    /// The instant the operator's business clock starts at: 20 November of the fixture's year.
+    fn clock(&self) -> String {
+        format!("{}-11-20T12:00:00+08:00", self.year)
+    }
+}
+
 async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
+    use chrono::Datelike;
     let base = unique("st");
     let f = Fixture {
         provider: format!("{base}-cloud"),
         dept_a: format!("{base}-a"),
         dept_b: format!("{base}-b"),
         meter_ns: format!("{base}-meter"),
+        year: today().year() - 1,
     };
     let p = &f.provider;
     let discount = json!([{"department": f.dept_a, "percent": "10"}]);
     for v in [
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": format!("{p}-old")},
-               "spec": {"provider": p, "currency": "CNY", "effectiveFrom": "2026-01-01T00:00:00+08:00",
-                        "effectiveUntil": "2026-10-16T00:00:00+08:00", "discounts": discount,
+               "spec": {"provider": p, "currency": "CNY", "effectiveFrom": f.dated("2026-01-01T00:00:00+08:00"),
+                        "effectiveUntil": f.dated("2026-10-16T00:00:00+08:00"), "discounts": discount,
                         "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80"},
                                   {"sku": "rds.mysql.4c16g", "unit": "month", "price": "1800.00"}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": format!("{p}-new")},
-               "spec": {"provider": p, "currency": "CNY", "effectiveFrom": "2026-10-16T00:00:00+08:00",
+               "spec": {"provider": p, "currency": "CNY", "effectiveFrom": f.dated("2026-10-16T00:00:00+08:00"),
                         "discounts": discount,
                         "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "1.00"},
                                   {"sku": "rds.mysql.4c16g", "unit": "month", "price": "1800.00"}]}}),
@@ -126,8 +163,8 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
             interval(
                 WEB,
                 "2",
-                "2026-10-15T00:00:00+08:00",
-                Some("2026-10-17T00:00:00+08:00"),
+                &f.dated("2026-10-15T00:00:00+08:00"),
+                Some(&f.dated("2026-10-17T00:00:00+08:00")),
                 a,
             ),
         ),
@@ -136,8 +173,8 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
             interval(
                 DB,
                 "1",
-                "2026-10-25T00:00:00+08:00",
-                Some("2026-11-05T00:00:00+08:00"),
+                &f.dated("2026-10-25T00:00:00+08:00"),
+                Some(&f.dated("2026-11-05T00:00:00+08:00")),
                 a,
             ),
         ),
@@ -146,14 +183,14 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
             interval(
                 WEB,
                 "1",
-                "2026-09-30T20:00:00+08:00",
-                Some("2026-10-01T10:00:00+08:00"),
+                &f.dated("2026-09-30T20:00:00+08:00"),
+                Some(&f.dated("2026-10-01T10:00:00+08:00")),
                 b,
             ),
         ),
         (
             "r4",
-            interval(WEB, "3", "2026-10-31T23:30:00+08:00", None, b),
+            interval(WEB, "3", &f.dated("2026-10-31T23:30:00+08:00"), None, b),
         ),
     ];
     let api: Api<ResourceRequest> = Api::namespaced(admin.clone(), &f.meter_ns);
@@ -179,14 +216,15 @@ async fn fixture(admin: &Client) -> anyhow::Result<Fixture> {
 /// The five canonical lines of the fixture table, in canonical order (see `billing::settlement`).
 fn expected_canonical(f: &Fixture) -> String {
     let (a, b, p, ns) = (&f.dept_a, &f.dept_b, &f.provider, &f.meter_ns);
-    [
+    let lines = [
         format!("{a}|{p}|{ns}/r1|web|ecs.c2.large|ecs|2026-10-14T16:00:00Z|2026-10-15T16:00:00Z|2.00|0.80|hour|10.00|34.56\n"),
         format!("{a}|{p}|{ns}/r1|web|ecs.c2.large|ecs|2026-10-15T16:00:00Z|2026-10-16T16:00:00Z|2.00|1.00|hour|10.00|43.20\n"),
         format!("{a}|{p}|{ns}/r2|db|rds.mysql.4c16g|rds|2026-10-24T16:00:00Z|2026-10-31T16:00:00Z|1.00|1800.00|month|10.00|365.81\n"),
         format!("{b}|{p}|{ns}/r3|web|ecs.c2.large|ecs|2026-09-30T16:00:00Z|2026-10-01T02:00:00Z|1.00|0.80|hour|0.00|8.00\n"),
         format!("{b}|{p}|{ns}/r4|web|ecs.c2.large|ecs|2026-10-31T15:30:00Z|2026-10-31T16:00:00Z|3.00|1.00|hour|0.00|1.50\n"),
     ]
-    .concat()
+    .concat();
+    f.dated(&lines)
 }
 
 fn subtotals(v: &[yunzhang::api::settlement_report::Subtotal]) -> Vec<(String, String)> {
@@ -195,23 +233,19 @@ fn subtotals(v: &[yunzhang::api::settlement_report::Subtotal]) -> Vec<(String, S
         .collect()
 }
 
-fn report(name: &str, provider: &str, finalize: bool) -> Value {
+fn report(name: &str, f: &Fixture, finalize: bool) -> Value {
     json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": name},
-           "spec": {"period": {"month": "2026-10"}, "scope": {"providers": [provider]}, "finalize": finalize}})
+           "spec": {"period": {"month": f.period()}, "scope": {"providers": [f.provider]}, "finalize": finalize}})
 }
 
 /// Create report `name` and wait until its status says `phase`.
 async fn create_report(
     admin: &Client,
     reports: &Api<SettlementReport>,
-    (name, provider): (&str, &str),
+    (name, f): (&str, &Fixture),
     phase: ReportPhase,
 ) -> anyhow::Result<SettlementReport> {
-    apply(
-        admin,
-        &report(name, provider, phase == ReportPhase::Finalized),
-    )
-    .await?;
+    apply(admin, &report(name, f, phase == ReportPhase::Finalized)).await?;
     wait_for(reports, name, WAIT, |r| {
         r.status.as_ref().is_some_and(|s| s.phase == Some(phase))
     })
@@ -351,19 +385,13 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         hex::encode(Sha256::digest(expected_canonical(&f).as_bytes()))
     );
 
-    let operator = OperatorProcess::start()?;
+    let operator = OperatorProcess::start_with(&["--clock", &f.clock()])?;
     operator.wait_ready(WAIT).await?;
     let reports: Api<SettlementReport> = Api::all(admin.clone());
 
     // --- Computed: figures equal the hand-computed table. ---
     let open = format!("{}-open", f.provider);
-    let computed = create_report(
-        &admin,
-        &reports,
-        (&open, &f.provider),
-        ReportPhase::Computed,
-    )
-    .await?;
+    let computed = create_report(&admin, &reports, (&open, &f), ReportPhase::Computed).await?;
     let st = computed.status.clone().unwrap_or_default();
     assert_eq!(st.total.as_ref().map(|m| m.0.as_str()), Some("453.07"));
     assert_eq!(st.lines, Some(5));
@@ -404,18 +432,12 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     .await?;
     let billing = r4.status.unwrap_or_default().billing;
     assert_eq!(billing.len(), 1);
-    assert_eq!(billing[0].from, "2026-10-31T23:30:00+08:00");
+    assert_eq!(billing[0].from, f.dated("2026-10-31T23:30:00+08:00"));
 
     // Recomputing yields the same checksum: a second report of the same spec, and the first
     // one after a request changes (which re-triggers it).
     let again = format!("{}-again", f.provider);
-    let second = create_report(
-        &admin,
-        &reports,
-        (&again, &f.provider),
-        ReportPhase::Computed,
-    )
-    .await?;
+    let second = create_report(&admin, &reports, (&again, &f), ReportPhase::Computed).await?;
     assert_eq!(
         second.status.and_then(|s| s.checksum),
         Some(expected_checksum.clone())
@@ -434,11 +456,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     );
 
     // --- Budgets: A's spend this year against its annual budget, each alert once. ---
-    let this_year = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).context("offset")?)
-        .format("%Y")
-        .to_string();
-    if this_year == "2026" {
+    {
         let depts: Api<yunzhang::api::Department> = Api::all(admin.clone());
         let alerted = |want: Vec<u32>| {
             move |d: &yunzhang::api::Department| {
@@ -452,7 +470,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         let b = d.status.and_then(|s| s.budget).context("budget")?;
         assert_eq!(
             (b.year, b.spent.0.as_str(), b.percent.as_str()),
-            (2026, "659.57", "82.45")
+            (f.year, "659.57", "82.45")
         );
         depts
             .patch(
@@ -486,8 +504,6 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
             notes[0].contains("reached 100%") && notes[1].contains("reached 80%"),
             "{notes:?}"
         );
-    } else {
-        eprintln!("budget checks skipped: the fixture's spend is in 2026, this is {this_year}");
     }
 
     // --- Exports from the cluster, as finance (the persona's ClusterRole, and its Role in the
@@ -509,7 +525,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         &finance_kubeconfig,
         &[
             "--period",
-            "2026-10",
+            &f.period(),
             "--provider",
             &f.provider,
             "--format",
@@ -542,7 +558,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         &finance_kubeconfig,
         &[
             "--period",
-            "2026-10",
+            &f.period(),
             "--provider",
             &f.provider,
             "--format",
@@ -559,7 +575,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         &finance_kubeconfig,
         &[
             "--period",
-            "2026-10",
+            &f.period(),
             "--provider",
             &f.provider,
             "--format",
@@ -583,13 +599,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
 
     // --- Finalize: lines kept in owned ConfigMaps; the spec is frozen. ---
     let fin = format!("{}-final", f.provider);
-    let finalized = create_report(
-        &admin,
-        &reports,
-        (&fin, &f.provider),
-        ReportPhase::Finalized,
-    )
-    .await?;
+    let finalized = create_report(&admin, &reports, (&fin, &f), ReportPhase::Finalized).await?;
     let st = finalized.status.clone().unwrap_or_default();
     assert_eq!(st.checksum.as_deref(), Some(expected_checksum.as_str()));
     let stored = st.stored_lines.clone().context("storedLines")?;
@@ -608,7 +618,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         .patch(
             &fin,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"period": {"month": "2026-09"}}})),
+            &Patch::Merge(json!({"spec": {"period": {"month": format!("{}-09", f.year)}}})),
         )
         .await;
     match refused {
@@ -622,7 +632,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     // --- SM3 (国密) as the checksum: checked against OpenSSL's SM3 of the same canonical lines,
     // and the export of the finalized report carries it. ---
     let sm3_name = format!("{}-sm3", f.provider);
-    let mut sm3_report = report(&sm3_name, &f.provider, true);
+    let mut sm3_report = report(&sm3_name, &f, true);
     sm3_report["spec"]["checksumAlgorithm"] = json!("sm3");
     apply(&admin, &sm3_report).await?;
     let sm3_report = wait_for(&reports, &sm3_name, WAIT, |r| {

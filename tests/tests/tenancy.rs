@@ -362,9 +362,10 @@ async fn deletion_waits_until_requests_are_gone(client: &Client) -> anyhow::Resu
 }
 
 async fn examples_hierarchy_is_effective(client: &Client) -> anyhow::Result<()> {
-    let dir = repo_root().join("examples/platform");
+    let run = unique("ex");
+    let gx = |name: &str| format!("{run}-{name}");
     for file in ["departments.yaml", "quotas.yaml"] {
-        for doc in read_yaml_documents(&dir.join(file))? {
+        for doc in example_documents(&format!("examples/platform/{file}"), &run)? {
             if doc["kind"] == "CloudQuota" {
                 ready_department(
                     client,
@@ -375,21 +376,22 @@ async fn examples_hierarchy_is_effective(client: &Client) -> anyhow::Result<()> 
             apply(client, &doc).await?;
         }
     }
-    for ns in ["gx", "gx-nanning", "gx-finance"] {
-        let (reason, message) = quota_verdict(client, ns, "base-2026").await?;
-        ensure!(reason == "Effective", "{ns}/base-2026: {reason}: {message}");
+    for ns in ["gx", "gx-nanning", "gx-finance"].map(gx) {
+        let (reason, message) = quota_verdict(client, &ns, "base").await?;
+        ensure!(reason == "Effective", "{ns}/base: {reason}: {message}");
     }
     // The example request is priced from the example price book and reserves its monthly cost:
     // web 2 × ¥0.80/h × 730 h = 1168.00, db ¥1800.00/month; 2968.00 less gx-finance's 10% = 2671.20.
-    for doc in read_yaml_documents(&dir.join("provider.yaml"))?
+    for doc in example_documents("examples/platform/provider.yaml", &run)?
         .iter()
-        .chain(&read_yaml_documents(
-            &repo_root().join("examples/department/resource-request.yaml"),
+        .chain(&example_documents(
+            "examples/department/resource-request.yaml",
+            &run,
         )?)
     {
         apply(client, doc).await?;
     }
-    let rrs: Api<ResourceRequest> = Api::namespaced(client.clone(), "gx-finance");
+    let rrs: Api<ResourceRequest> = Api::namespaced(client.clone(), &gx("gx-finance"));
     let rr = wait_for(&rrs, "tax-portal", WAIT, |r| {
         r.status
             .as_ref()

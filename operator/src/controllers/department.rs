@@ -190,7 +190,7 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
         ),
     );
     let live = live_requests(&ctx, &dept);
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     let charges = subtree_charges(&ctx, &dept, now).and_then(|c| {
         c.inspect_err(|e| tracing::warn!(department = %name, error = %e, "spend not computed"))
             .ok()
@@ -401,7 +401,7 @@ pub fn migration_figures(ctx: &SharedContext, name: &str) -> MigrationFigures {
             Some(SystemFacts::of(mw, &dept.name_any()))
         })
         .collect();
-    let own = scorecard::own_counts(&systems, chrono::Utc::now());
+    let own = scorecard::own_counts(&systems, crate::clock::now());
     hierarchy::roll_up(&t.parents(), &own)
         .remove(name)
         .unwrap_or_default()

@@ -166,7 +166,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
         return Ok(Action::await_change());
     };
     let decision = machine::decide(&world.input);
-    let now = Utc::now();
+    let now = crate::clock::now();
     let (actions, retry_in) = gate_retries(&decision.actions, &old, now, jitter_of(&uid));
 
     let mut st = old.clone();
@@ -242,7 +242,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                     }
                     Err(e) => Err(e),
                 };
-                let finished = Some(rfc3339(Utc::now()));
+                let finished = Some(rfc3339(crate::clock::now()));
                 if let Some(run) = st.apply.as_mut() {
                     run.finished_at = finished;
                     match result {
@@ -297,7 +297,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                     Err(e) => Err(e),
                 };
                 if let Some(run) = st.destroy.as_mut() {
-                    run.finished_at = Some(rfc3339(Utc::now()));
+                    run.finished_at = Some(rfc3339(crate::clock::now()));
                     match result {
                         Ok(()) => {
                             run.state = RunPhase::Succeeded;
@@ -471,7 +471,7 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
     let generation = rr.meta().generation.unwrap_or_default();
     let (quota, holding) = t.quota_of(ctx, rr).await?;
 
-    let now = Utc::now();
+    let now = crate::clock::now();
     let estimate = t.prices_for(&department).and_then(|(provider, prices)| {
         estimate_monthly(&rr.spec.items, &prices, &provider, &dept_name, now)
             .map_err(|e| e.to_string())

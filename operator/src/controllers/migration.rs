@@ -253,7 +253,7 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
     let ns = mw.namespace().unwrap_or_default();
     let name = mw.name_any();
     let old = mw.status.clone().unwrap_or_default();
-    let now = Utc::now();
+    let now = crate::clock::now();
     let rr_name = request_name(&mw);
     let owned = |r: &ResourceRequest| {
         r.owner_references()

@@ -218,7 +218,7 @@ impl Tenancy {
 
     fn snapshot_with(&self, usage: &BTreeMap<String, Usage>) -> QuotaSnapshot {
         let parents = self.parents();
-        let inputs = self.quota_inputs(Utc::now());
+        let inputs = self.quota_inputs(crate::clock::now());
         let held: BTreeMap<String, Amounts> =
             usage.iter().map(|(d, u)| (d.clone(), u.held())).collect();
         let verdicts = hierarchy::judge_quotas(&parents, &inputs, &held);
@@ -515,7 +515,7 @@ impl Tenancy {
             })
             .collect();
         // Price every candidate once per pass, from one index of the price books.
-        let now = Utc::now();
+        let now = crate::clock::now();
         let prices = self.prices_for(&dept);
         let mut candidates = Vec::new();
         let mut waiting: Vec<(String, Arc<ResourceRequest>, Amounts, Amounts)> = Vec::new();

@@ -462,7 +462,7 @@ mod tests {
         let mut hard = BTreeMap::new();
         hard.insert(Dimension::Vcpu, Decimal::from(vcpus));
         Capacity {
-            quotas: vec!["gx-finance/base-2026".into()],
+            quotas: vec!["gx-finance/base".into()],
             hard: Limits(hard),
             budget: None,
         }
@@ -503,9 +503,7 @@ mod tests {
         );
         assert_eq!(
             out[0].1,
-            Admission::Wait(
-                "quota gx-finance/base-2026: vcpu requested 16, available 8 of 64".into()
-            )
+            Admission::Wait("quota gx-finance/base: vcpu requested 16, available 8 of 64".into())
         );
     }
 
@@ -682,7 +680,7 @@ mod tests {
         cap.hard.0.insert(Dimension::MonthlyCost, dec!(100));
         assert_eq!(
             admit(&[unpriced], &cap, &Amounts::default())[0].1,
-            Admission::Wait("quota gx-finance/base-2026 limits monthlyCost, but this request has no cost estimate: no price for sku x".into())
+            Admission::Wait("quota gx-finance/base limits monthlyCost, but this request has no cost estimate: no price for sku x".into())
         );
     }
 
