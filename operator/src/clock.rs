@@ -1,8 +1,8 @@
 //! The operator's business clock: what "now" is for quota windows, metering, budgets, cutover
-//! windows and settlement. It is the system clock unless `yunzhang run --clock INSTANT` (or
-//! `YZ_CLOCK`) starts it at another instant, from which it runs at real speed. Tests set it to
-//! the instant their fixture needs; Kubernetes bookkeeping (leases, condition and Event times,
-//! certificates) always uses the system clock.
+//! windows and settlement. It is the system clock unless `yunzhang --clock INSTANT …` (or
+//! `YZ_CLOCK`; any subcommand: the operator, the reports) starts it at another instant, from
+//! which it runs at real speed. Tests set it to the instant their fixture needs; Kubernetes
+//! bookkeeping (leases, condition and Event times, certificates) always uses the system clock.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -26,6 +26,18 @@ pub fn start_at(at: DateTime<Utc>) -> bool {
             when: Instant::now(),
         })
         .is_ok()
+}
+
+/// Where `--clock` started the business clock, if it did.
+pub fn started_at() -> Option<DateTime<Utc>> {
+    START.get().map(|start| start.at)
+}
+
+/// An RFC 3339 instant as `--clock` takes it.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}: expected an RFC 3339 instant such as 2027-01-15T09:00:00+08:00"))
 }
 
 /// The business clock's current instant.

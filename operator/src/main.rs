@@ -9,6 +9,11 @@ use yunzhang::cli::plugin;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Start the business clock (quota windows, metering, budgets, cutover windows, settlement)
+    /// at this RFC 3339 instant instead of the system time; it runs on at real speed. For tests
+    /// and rehearsals of another day, e.g. `2027-01-15T09:00:00+08:00`.
+    #[arg(long, global = true, env = "YZ_CLOCK", value_parser = yunzhang::clock::parse_instant)]
+    clock: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +47,9 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(plugin::main(plugin::PluginCli::parse().command));
     }
     let cli = Cli::parse();
+    if let Some(at) = cli.clock {
+        yunzhang::clock::start_at(at);
+    }
     match cli.command {
         Command::Crd { out_dirs, check } => {
             if out_dirs.is_empty() {

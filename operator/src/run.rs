@@ -75,17 +75,6 @@ pub struct RunArgs {
     /// use, e.g. `registry.example.gov.cn/migration/`. Empty: hooks are refused.
     #[arg(long, env = "YZ_HOOK_IMAGE_PREFIXES", value_delimiter = ',')]
     pub hook_image_prefixes: Vec<String>,
-    /// Start the business clock (quota windows, metering, budgets, cutover windows, settlement)
-    /// at this RFC 3339 instant instead of the system time; it runs on at real speed. For tests
-    /// and rehearsals of another day, e.g. `2027-01-15T09:00:00+08:00`.
-    #[arg(long, env = "YZ_CLOCK", value_parser = parse_instant)]
-    pub clock: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{e}: expected an RFC 3339 instant such as 2027-01-15T09:00:00+08:00"))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -116,9 +105,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     one_malloc_arena();
     install_crypto_provider();
     init_logging(args.log_format);
-    if let Some(at) = args.clock {
-        crate::clock::start_at(at);
-        tracing::warn!(clock = %at, "the business clock starts at --clock, not the system time");
+    if let Some(at) = crate::clock::started_at() {
+        tracing::warn!(clock = %at, "the business clock started at --clock, not the system time");
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -93,6 +93,7 @@ fn interval(
 fn today() -> chrono::NaiveDate {
     std::env::var("YZ_TEST_TODAY")
         .ok()
+        .filter(|d| !d.is_empty())
         .map(|d| {
             d.parse()
                 .expect("YZ_TEST_TODAY is a date such as 2031-06-30")
@@ -252,12 +253,14 @@ async fn create_report(
     .await
 }
 
-/// `yunzhang report settlement ARGS` with `kubeconfig`; stdout.
-fn cli(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+/// `yunzhang report settlement ARGS` with `kubeconfig`, on the fixture's clock (as the
+/// operator's: an open interval is charged up to the same instant); stdout.
+fn cli(f: &Fixture, kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(operator_binary())
         .args(["report", "settlement"])
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        .env("YZ_CLOCK", f.clock())
         .output()?;
     ensure!(
         out.status.success(),
@@ -522,6 +525,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         "subjects": finance_subjects})).await?;
     let finance_kubeconfig = kubeconfig_for(&finance_user, &[]);
     let csv = cli(
+        &f,
         &finance_kubeconfig,
         &[
             "--period",
@@ -555,6 +559,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     assert_eq!(amounts, ["34.56", "43.20", "365.81", "8.00", "1.50"]);
 
     let json_out = as_json(&cli(
+        &f,
         &finance_kubeconfig,
         &[
             "--period",
@@ -572,6 +577,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
 
     let xlsx_path = std::env::temp_dir().join(format!("{}.xlsx", f.provider));
     cli(
+        &f,
         &finance_kubeconfig,
         &[
             "--period",
@@ -647,6 +653,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         Some(expected_sm3.clone())
     );
     let doc = as_json(&cli(
+        &f,
         &finance_kubeconfig,
         &["--report", &sm3_name, "--format", "json"],
     )?)?;
@@ -717,6 +724,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let kept = as_json(&cli(
+        &f,
         &finance_kubeconfig,
         &["--report", &fin, "--format", "json"],
     )?)?;
