@@ -332,6 +332,26 @@ impl OperatorProcess {
         }
     }
 
+    /// SIGSTOP: the process is frozen (its watches stay open; what happens meanwhile reaches it
+    /// when it is resumed), so a test can change the cluster without the operator reacting.
+    /// Keep it short: the Lease runs out after `--lease-seconds`.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`OperatorProcess::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
+
     /// SIGKILL: the process dies mid-work, without releasing anything.
     pub fn kill_hard(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;

@@ -97,7 +97,7 @@ impl Lifecycle {
     }
 
     /// A request that is gone for good.
-    fn forget(&self, uid: &str) {
+    pub fn forget(&self, uid: &str) {
         self.drift_checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())

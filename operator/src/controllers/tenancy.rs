@@ -24,6 +24,7 @@ use kube::{
     api::ListParams,
     runtime::{
         controller::Action,
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
 };
@@ -33,7 +34,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{
-    Error, SharedContext, for_each_listed, measured,
+    Error, SharedContext, for_each_listed, measured, publish_event,
     status::{apply_status, status_differs},
 };
 use crate::{
@@ -357,7 +358,7 @@ impl Holding {
     }
 
     /// Everything it holds: the use or reservation, plus a change's reservation.
-    fn total(&self) -> Amounts {
+    pub fn total(&self) -> Amounts {
         match &self.change {
             Some(c) => self.amounts.plus(&c.amounts),
             None => self.amounts.clone(),
@@ -481,6 +482,28 @@ impl Tenancy {
         ledger.wants.remove(uid);
         ledger.waits.remove(uid);
         ledger.holdings.remove(uid);
+    }
+
+    /// A request the API server deleted while the ledger still counts a holding for it: it went
+    /// without its exit (its finalizers were removed by hand), so nothing else will give its
+    /// quota back. Drops the holding and admits its department's waiting requests; returns what
+    /// it held. (A request that exits gives its quota back before its finalizer goes, so a
+    /// holding here means it vanished. A ledger not loaded yet will be loaded from a LIST, which
+    /// no longer has it.)
+    pub async fn vanished(&self, ctx: &SharedContext, uid: &str) -> Result<Option<Holding>, Error> {
+        let held = {
+            let mut ledger = self.ledger.lock().await;
+            if !ledger.loaded {
+                return Ok(None);
+            }
+            ledger.wants.remove(uid);
+            ledger.waits.remove(uid);
+            ledger.holdings.remove(uid)
+        };
+        if let Some(h) = &held {
+            self.admit_department(ctx, &h.department, None).await?;
+        }
+        Ok(held)
     }
 
     /// Admit the department's waiting requests in submission order (creation time, then
@@ -655,6 +678,48 @@ fn budget_limit(dept: &Department, now: DateTime<Utc>) -> Option<BudgetLimit> {
 
 /// Reconcile a CloudQuota: write whether it counts (in window, fits its parent) and the
 /// department's reserved / used / available; then admit requests that may now fit.
+/// What the operator says when a request vanished holding quota.
+pub fn vanished_note(rr: &ResourceRequest, held: &Holding) -> String {
+    format!(
+        "request {}/{} (uid {}) was deleted without its exit (its finalizers were removed): released the {} it held",
+        rr.namespace().unwrap_or_default(),
+        rr.name_any(),
+        rr.uid().unwrap_or_default(),
+        held.total()
+    )
+}
+
+/// `rr` was deleted from the API server: if the ledger still counted a holding for it, release
+/// it and say so in a Warning Event on its Department. Returns the department, if it released.
+pub async fn release_vanished(
+    ctx: &SharedContext,
+    rr: &ResourceRequest,
+) -> Result<Option<String>, Error> {
+    let uid = rr.uid().unwrap_or_default();
+    ctx.lifecycle.forget(&uid);
+    let Some(held) = ctx.tenancy.vanished(ctx, &uid).await? else {
+        return Ok(None);
+    };
+    let note = vanished_note(rr, &held);
+    warn!(department = %held.department, "{note}");
+    if let Some(dept) = ctx
+        .tenancy
+        .departments
+        .get(&ObjectRef::new(&held.department))
+    {
+        publish_event(
+            ctx,
+            dept.as_ref(),
+            EventType::Warning,
+            "RequestVanished",
+            "ReleaseQuota",
+            note,
+        )
+        .await;
+    }
+    Ok(Some(held.department))
+}
+
 pub async fn reconcile_quota(q: Arc<CloudQuota>, ctx: SharedContext) -> Result<Action, Error> {
     measured::<CloudQuota>(&ctx.clone(), reconcile_quota_inner(q, ctx)).await
 }

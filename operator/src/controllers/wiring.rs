@@ -40,6 +40,9 @@ pub struct TenancyControllers {
     pub migrations: Controller<MigrationWorkload>,
     /// How many of their stores have not had their first full list yet.
     pub unsynced: tokio::sync::watch::Receiver<usize>,
+    /// Requests the API server deleted (from the requests' store stream), to check for quota
+    /// they took with them.
+    pub deleted_requests: UnboundedReceiver<ResourceRequest>,
 }
 
 /// `trigger` reconciles a request: the reports' store uses it (see below), as the quota passes do.
@@ -49,12 +52,22 @@ pub fn tenancy_controllers(
 ) -> TenancyControllers {
     let (synced, unsynced) = tokio::sync::watch::channel(0);
     let synced = Arc::new(synced);
-    let requests: Controller<ResourceRequest> = controller_of(client, &synced);
+    // A request that vanishes without its exit (its finalizers removed by hand) is seen only
+    // here, as it leaves the store: what it held is released from that stream.
+    let (deleted, deleted_requests) = futures::channel::mpsc::unbounded();
+    let requests = controller_with(
+        client,
+        &synced,
+        |_: &ResourceRequest| {},
+        move |rr: &ResourceRequest| {
+            let _ = deleted.unbounded_send(rr.clone());
+        },
+    );
     // A request being deleted goes once its billed periods are settled, which it reads from the
     // reports' store: so every report change re-triggers them from that store's own stream,
     // after the store holds it (a separate watch could trigger them before it does).
     let (deleting, to_reconcile) = (requests.store(), trigger.clone());
-    let reports = controller_with(client, &synced, move |_: &SettlementReport| {
+    let reports = controller_with_stored(client, &synced, move |_: &SettlementReport| {
         for r in deleting.state() {
             if r.metadata.deletion_timestamp.is_some() {
                 let _ = to_reconcile.unbounded_send(ObjectRef::from_obj(r.as_ref()));
@@ -66,7 +79,7 @@ pub fn tenancy_controllers(
     // store stream, so they find it in the store.
     let (in_namespace, to_reconcile) = (requests.store(), trigger.clone());
     let mut listed: HashMap<String, Vec<String>> = HashMap::new();
-    let departments = controller_with(client, &synced, move |d: &Department| {
+    let departments = controller_with_stored(client, &synced, move |d: &Department| {
         let namespaces = d.owned_namespaces();
         let before = listed
             .insert(d.uid().unwrap_or_default(), namespaces.clone())
@@ -99,6 +112,7 @@ pub fn tenancy_controllers(
         reports,
         migrations: controller_of(client, &synced),
         unsynced,
+        deleted_requests,
     }
 }
 
@@ -145,14 +159,25 @@ fn controller_of<K: Kept>(
     client: &Client,
     synced: &Arc<tokio::sync::watch::Sender<usize>>,
 ) -> Controller<K> {
-    controller_with(client, synced, |_: &K| {})
+    controller_with(client, synced, |_: &K| {}, |_: &K| {})
 }
 
-/// [`controller_of`], calling `stored` with each object that changed once its store holds it.
+/// [`controller_with`] without a deletion hook.
+fn controller_with_stored<K: Kept>(
+    client: &Client,
+    synced: &Arc<tokio::sync::watch::Sender<usize>>,
+    stored: impl FnMut(&K) + Send + 'static,
+) -> Controller<K> {
+    controller_with(client, synced, stored, |_: &K| {})
+}
+
+/// [`controller_of`], calling `stored` with each object that changed once its store holds it,
+/// and `deleted` with each object deleted from the API server once its store let it go.
 fn controller_with<K: Kept>(
     client: &Client,
     synced: &Arc<tokio::sync::watch::Sender<usize>>,
     mut stored: impl FnMut(&K) + Send + 'static,
+    mut deleted: impl FnMut(&K) + Send + 'static,
 ) -> Controller<K> {
     let (reader, writer) = reflector::store();
     synced.send_modify(|n| *n += 1);
@@ -163,6 +188,9 @@ fn controller_with<K: Kept>(
     )
     // The reflector passes an event on after the store has taken it in.
     .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(obj)) = event {
+            deleted(obj);
+        }
         if !counted && matches!(event, Ok(watcher::Event::InitDone)) {
             counted = true;
             synced.send_modify(|n| *n -= 1);
@@ -235,6 +263,17 @@ impl TenancyControllers {
         let client = ctx.client.clone();
         let t = ctx.tenancy.clone();
 
+        // Quota a vanished request took with it is released; then its department's figures
+        // (and its quotas') are recomputed, as the watches of its deletion may have come first.
+        let (recount_departments, departments_to_recount) = futures::channel::mpsc::unbounded();
+        let (recount_quotas, quotas_to_recount) = futures::channel::mpsc::unbounded();
+        let vanished = release_vanished_requests(
+            ctx.clone(),
+            self.deleted_requests,
+            recount_departments,
+            recount_quotas,
+        );
+
         // A Department re-reconciles when its namespaces, bindings or policies change, when
         // requests or quotas in its namespaces (or below it) change its usage figures, and when a
         // department below it changes (its budget counts in the subtree's spend).
@@ -257,6 +296,7 @@ impl TenancyControllers {
             .watches_stream(changes_of::<Department>(&client), move |d| {
                 ancestors(&t6, d.spec.parent.clone(), vec![])
             })
+            .reconcile_on(departments_to_recount)
             .with_config(bounded())
             .graceful_shutdown_on(stop())
             .run(
@@ -279,6 +319,7 @@ impl TenancyControllers {
                     .flat_map(|ns| quotas_of_namespace(&t4, Some(ns)))
                     .collect::<Vec<_>>()
             })
+            .reconcile_on(quotas_to_recount)
             .with_config(bounded())
             .graceful_shutdown_on(stop())
             .run(
@@ -348,6 +389,7 @@ impl TenancyControllers {
             .for_each(log_result);
 
         futures::join!(
+            vanished,
             reports,
             migrations,
             departments,
@@ -358,6 +400,30 @@ impl TenancyControllers {
             policies,
             providers
         );
+    }
+}
+
+/// Release what each deleted request still held in the ledger (it went without its exit), and
+/// have the figures of its department, the departments above, and its quotas recomputed.
+async fn release_vanished_requests(
+    ctx: SharedContext,
+    mut deleted: UnboundedReceiver<ResourceRequest>,
+    departments: UnboundedSender<ObjectRef<Department>>,
+    quotas: UnboundedSender<ObjectRef<CloudQuota>>,
+) {
+    while let Some(rr) = deleted.next().await {
+        match tenancy::release_vanished(&ctx, &rr).await {
+            Ok(Some(_)) => {
+                for d in departments_above(&ctx.tenancy, rr.namespace()) {
+                    let _ = departments.unbounded_send(d);
+                }
+                for q in quotas_of_namespace(&ctx.tenancy, rr.namespace()) {
+                    let _ = quotas.unbounded_send(q);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "releasing a vanished request's quota"),
+        }
     }
 }
 

@@ -65,6 +65,18 @@ pub struct Amounts(BTreeMap<Dimension, Decimal>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits(BTreeMap<Dimension, Decimal>);
 
+/// `vcpu 2, memoryGiB 4, monthlyCost 584.00`: the dimensions present, in their order; `nothing`
+/// when none is.
+impl fmt::Display for Amounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("nothing");
+        }
+        let parts: Vec<String> = self.0.iter().map(|(d, v)| format!("{d} {v}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
 impl std::ops::Add for Amounts {
     type Output = Amounts;
     fn add(self, other: Amounts) -> Amounts {
@@ -711,5 +723,14 @@ mod tests {
             // Those that could never fit are never reserved.
             prop_assert!(out.iter().zip(&sizes).all(|((_, a), n)| *n <= hard || *a != Admission::Reserve));
         }
+    }
+
+    #[test]
+    fn amounts_say_what_they_hold() {
+        let mut a = Amounts::default();
+        assert_eq!(a.to_string(), "nothing");
+        a.add(Dimension::MonthlyCost, Decimal::new(58400, 2));
+        a.add(Dimension::Vcpu, Decimal::from(2));
+        assert_eq!(a.to_string(), "vcpu 2, monthlyCost 584.00");
     }
 }
