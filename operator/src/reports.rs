@@ -131,16 +131,19 @@ pub async fn compute(
         &BillingConfig::default(),
         &SystemClock,
     )?;
-    Ok(document(
-        period,
-        scope,
-        settlement.lines,
-        format!(
-            "computed {}",
-            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-        ),
-        algorithm,
-    ))
+    Ok(SettlementDocument {
+        unpriced: settlement.unpriced,
+        ..document(
+            period,
+            scope,
+            settlement.lines,
+            format!(
+                "computed {}",
+                Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            algorithm,
+        )
+    })
 }
 
 /// A finalized report of exactly `period` over all departments and providers, if there is one.
@@ -184,6 +187,7 @@ pub fn document(
         checksum: checksum_with(&lines, algorithm),
         source,
         lines,
+        unpriced: Vec::new(),
     }
 }
 
@@ -195,8 +199,14 @@ pub fn for_department(doc: SettlementDocument, department: &str) -> SettlementDo
         .filter(|l| *l.department == *department)
         .collect();
     let total: Decimal = lines.iter().map(|l| l.amount).sum();
+    let unpriced = doc
+        .unpriced
+        .into_iter()
+        .filter(|u| u.department == department)
+        .collect();
     SettlementDocument {
         departments: vec![department.to_owned()],
+        unpriced,
         total: format!("{total:.2}"),
         line_count: lines.len(),
         checksum: checksum_like(&lines, &doc.checksum),

@@ -10,6 +10,11 @@
 //! - [`approval`] (pure): the validating webhook `approvals.yunzhang.io` (`failurePolicy: Fail`)
 //!   judges a new Approval against the request as it is now: uid, generation, four eyes,
 //!   separation of departments, and once there is a plan, its hash, the stage and its approvers.
+//! - [`price_book`] (pure): the validating webhook `pricebooks.yunzhang.io` (`failurePolicy:
+//!   Ignore`) refuses a PriceBook that would overlap another book of its provider for one of its
+//!   SKUs, naming the other book, the SKU and the window. A conflict that gets in anyway (books
+//!   created at the same instant, no operator answering) is shown on both books and leaves only
+//!   those SKUs unpriced over the common window (`controllers::price_book`, `billing::prices`).
 //! - [`tls`]: the CA and serving certificate, shared by all replicas through a Secret.
 //! - [`server`]: the HTTPS server, the handlers, and the keeper of the configurations' `caBundle`.
 //!
@@ -17,6 +22,7 @@
 
 pub mod approval;
 pub mod identity;
+pub mod price_book;
 pub mod server;
 pub mod tls;
 

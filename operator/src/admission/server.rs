@@ -22,7 +22,7 @@ use super::{
     identity::{RecordedKind, identity_patch},
 };
 use crate::{
-    api::{Approval, ApprovalPolicy, Department, ResourceRequest},
+    api::{Approval, ApprovalPolicy, Department, PriceBook, ResourceRequest},
     controllers::FIELD_MANAGER,
 };
 
@@ -34,12 +34,15 @@ pub const VALIDATING_CONFIG: &str = "yunzhang-approvals";
 pub const IDENTITY_PATH: &str = "/mutate/identity";
 /// Path of the validating webhook that judges new Approvals.
 pub const APPROVAL_PATH: &str = "/validate/approval";
+/// Path of the validating webhook that refuses overlapping PriceBooks.
+pub const PRICE_BOOK_PATH: &str = "/validate/pricebook";
 
 /// The webhook routes.
 pub fn router(client: Client) -> Router {
     Router::new()
         .route(IDENTITY_PATH, post(record_identity))
         .route(APPROVAL_PATH, post(judge_approval))
+        .route(PRICE_BOOK_PATH, post(judge_price_book))
         .with_state(client)
 }
 
@@ -147,6 +150,50 @@ async fn judge_approval(State(client): State<Client>, Json(review): Json<Review>
             let mut denied = response.deny(message);
             denied.result.code = 403;
             denied.result.reason = "Forbidden".to_owned();
+            denied.into_review()
+        }
+    })
+}
+
+/// Validating: refuse a PriceBook (created or changed) that would overlap another of its
+/// provider's books, judged against the books in the API server now (a LIST, not a cache).
+async fn judge_price_book(
+    State(client): State<Client>,
+    Json(review): Json<Review>,
+) -> Json<Review> {
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e).into_review()),
+    };
+    let response = AdmissionResponse::from(&req);
+    let (Operation::Create | Operation::Update, Some(object)) = (&req.operation, &req.object)
+    else {
+        return Json(response.into_review());
+    };
+    let verdict = match object.clone().try_parse::<PriceBook>() {
+        Ok(book) => match Api::<PriceBook>::all(client.clone())
+            .list(&Default::default())
+            .await
+        {
+            Ok(list) => super::price_book::judge_price_book(&book, &list.items),
+            Err(e) => Err(format!(
+                "the PriceBooks could not be read to check for overlaps ({e}): try again"
+            )),
+        },
+        Err(e) => Err(format!("not a PriceBook: {e}")),
+    };
+    Json(match verdict {
+        Ok(()) => response.into_review(),
+        Err(message) => {
+            info!(
+                user = req.user_info.username,
+                book = req.name,
+                message,
+                "refused a PriceBook"
+            );
+            let mut denied = response.deny(message);
+            denied.result.code = 422;
+            denied.result.reason = "Invalid".to_owned();
             denied.into_review()
         }
     })

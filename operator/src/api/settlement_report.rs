@@ -140,6 +140,14 @@ pub struct SettlementReportStatus {
     /// `sha256:<hex>` over the canonical lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Metered items the report could not price (e.g. two PriceBooks price their SKU at the same
+    /// time): left out of the figures, listed here (at most 20; `unpricedCount` counts them
+    /// all). A report with unpriced items is not finalized until they can be priced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced: Vec<UnpricedItem>,
+    /// How many metered items the report could not price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_count: Option<u64>,
     /// Where a finalized report keeps its lines: ConfigMaps owned by the report, so the lines
     /// outlive the requests they charge. `yunzhang report settlement --report NAME` reads them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +156,21 @@ pub struct SettlementReportStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
+}
+
+/// A metered item of a request the report could not price, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnpricedItem {
+    /// The request, as `namespace/name`.
+    pub request: String,
+    /// The item within the request.
+    pub item: String,
+    pub department: String,
+    pub provider: String,
+    pub sku: String,
+    /// Why it has no price, and what to fix.
+    pub reason: String,
 }
 
 /// The ConfigMaps holding a finalized report's lines: JSON Lines, gzip, base64, in key

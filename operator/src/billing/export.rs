@@ -59,6 +59,9 @@ pub struct SettlementDocument {
     /// Where the lines come from: `finalized report <name>` or `computed <instant>`.
     pub source: String,
     pub lines: Vec<SettlementLine>,
+    /// Metered items left out of the lines because they have no price (overlapping PriceBooks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced: Vec<crate::api::settlement_report::UnpricedItem>,
 }
 
 fn money(d: Decimal) -> String {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::calendar::parse_instant;
+use super::settlement::{in_scope, split_unpriced};
 use super::{
     BillingConfig, BillingError, Clock, Interval, Period, Prices, Settlement, TimeRange, settle,
 };
@@ -84,7 +85,21 @@ pub fn settle_requests<'a>(
             .into_iter()
             .map(|b| (b.metadata.name.as_deref().unwrap_or_default(), &b.spec)),
     )?;
-    settle(&intervals, &prices, period, scope, config, clock)
+    if prices.overlaps().is_empty() {
+        return settle(&intervals, &prices, period, scope, config, clock);
+    }
+    // Overlapping books: what they leave without a price is listed, everything else settled.
+    intervals.retain(|i| in_scope(scope, i));
+    let (chargeable, unpriced) = split_unpriced(
+        &intervals,
+        &prices,
+        period.bounds(config.zone)?,
+        clock.now(),
+    );
+    let chargeable: Vec<Interval> = chargeable.into_iter().cloned().collect();
+    let mut settlement = settle(&chargeable, &prices, period, scope, config, clock)?;
+    settlement.unpriced = unpriced;
+    Ok(settlement)
 }
 
 /// A finalized report, as far as coverage goes: the instants of its period and its scope.

@@ -3,8 +3,12 @@
 //!
 //! A book prices its SKUs over `[effectiveFrom, effectiveUntil)` (open-ended without
 //! `effectiveUntil`). For one provider and SKU at most one book may be in force at any instant;
-//! [`find_overlaps`] says which books break that, and [`Prices::from_books`] refuses them, because
-//! an ambiguous price would make a settlement depend on the order books were listed in.
+//! [`find_overlaps`] says which books break that. Admission refuses such a book, but one can
+//! still arise (two books created at once, the webhook down): [`Prices::from_books`] then keeps
+//! the books and their overlaps, and no price is in force for that provider and SKU over an
+//! overlap's range ([`Prices::resolve`] says why), because an ambiguous price would make a
+//! settlement depend on the order books were listed in. Everything else prices as usual, so one
+//! conflict stops only what it touches.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,35 +95,61 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// All prices of all providers, indexed by (provider, SKU), without overlaps.
+/// All prices of all providers, indexed by (provider, SKU), and where books overlap.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prices {
-    /// provider → SKU → price points sorted by `from`, pairwise disjoint. Nested so that a
-    /// lookup borrows the names instead of allocating a key (a settlement looks up every piece).
+    /// provider → SKU → price points sorted by `from`. Nested so that a lookup borrows the names
+    /// instead of allocating a key (a settlement looks up every piece).
     points: Index,
+    /// Where two books price the same provider and SKU at once: no price is in force there.
+    overlaps: Vec<Overlap>,
 }
 
 impl Prices {
     /// Parses and indexes books given as (name, spec). Fails on a malformed book (naming the book
-    /// and field) or on overlapping books (naming every overlapping pair).
+    /// and field); overlapping books are kept with their overlaps (see the module's doc).
     pub fn from_books<'a>(
         books: impl IntoIterator<Item = (&'a str, &'a PriceBookSpec)>,
     ) -> Result<Prices, BillingError> {
         let points = index(books)?;
         let overlaps = overlaps_in(&points);
-        if !overlaps.is_empty() {
-            return Err(BillingError::OverlappingPriceBooks(overlaps));
-        }
-        Ok(Prices { points })
+        Ok(Prices { points, overlaps })
     }
 
-    /// The price in force for `provider`'s `sku` at `at`.
+    /// Every overlap among the books, sorted (see [`find_overlaps`]).
+    pub fn overlaps(&self) -> &[Overlap] {
+        &self.overlaps
+    }
+
+    /// The overlap that leaves `provider`'s `sku` without a price somewhere in `[from, to)`.
+    pub fn conflict_within(
+        &self,
+        provider: &str,
+        sku: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<&Overlap> {
+        self.overlaps.iter().find(|o| {
+            o.provider == provider
+                && o.sku == sku
+                && o.from < to
+                && o.until.is_none_or(|until| from < until)
+        })
+    }
+
+    /// The price in force for `provider`'s `sku` at `at`; none where books overlap.
     pub fn resolve(
         &self,
         provider: &str,
         sku: &str,
         at: DateTime<Utc>,
     ) -> Result<&PricePoint, BillingError> {
+        if !self.overlaps.is_empty()
+            && let Some(o) =
+                self.conflict_within(provider, sku, at, at + chrono::TimeDelta::seconds(1))
+        {
+            return Err(BillingError::OverlappingPriceBooks(vec![o.clone()]));
+        }
         self.points
             .get(provider)
             .and_then(|skus| skus.get(sku))
@@ -392,11 +422,29 @@ pub(crate) mod tests {
                 until: Some(t("2026-07-01T00:00:00Z")),
             }]
         );
-        let err = Prices::from_books(books).unwrap_err();
+        // Kept: the overlap leaves SKU b of p without a price over the common range only.
+        let prices = Prices::from_books(books).unwrap();
+        assert_eq!(prices.overlaps(), &overlaps[..]);
+        let err = prices
+            .resolve("p", "b", t("2026-06-15T00:00:00Z"))
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "PriceBooks overlap: books book-a and book-b both price provider p SKU b \
              from 2026-06-01T00:00:00Z to 2026-07-01T00:00:00Z"
+        );
+        assert!(prices.resolve("p", "b", t("2026-05-31T23:59:59Z")).is_ok());
+        assert!(prices.resolve("p", "b", t("2026-07-01T00:00:00Z")).is_ok());
+        assert!(
+            prices
+                .conflict_within(
+                    "p",
+                    "b",
+                    t("2026-05-01T00:00:00Z"),
+                    t("2026-06-01T00:00:00Z")
+                )
+                .is_none(),
+            "a range ending where the overlap starts is untouched"
         );
         assert_eq!(err.metric_label(), "overlapping_price_books");
     }

@@ -46,7 +46,9 @@ use super::period::{Period, TimeRange};
 use super::prices::Prices;
 use super::{BillingConfig, BillingError, Clock, Interval};
 use crate::api::price_book::{PricePer, PriceUnit};
-use crate::api::settlement_report::{ChecksumAlgorithm, Scope, SettlementReportStatus, Subtotal};
+use crate::api::settlement_report::{
+    ChecksumAlgorithm, Scope, SettlementReportStatus, Subtotal, UnpricedItem,
+};
 use crate::api::{Currency, ResourceType};
 
 /// A settled period: its lines in canonical order and their totals.
@@ -64,6 +66,9 @@ pub struct Settlement {
     pub by_type: BTreeMap<String, Decimal>,
     /// `sha256:<hex>` over the canonical lines.
     pub checksum: String,
+    /// Intervals in scope left out because no price is in force for them (overlapping
+    /// PriceBooks), in the order they came in; the figures cover everything else.
+    pub unpriced: Vec<UnpricedItem>,
 }
 
 impl Settlement {
@@ -75,6 +80,8 @@ impl Settlement {
     /// Writes the figures into a report's status: total, currency, subtotals, line count and
     /// checksum. Phase, conditions and generation are the controller's.
     pub fn write_status(&self, status: &mut SettlementReportStatus) -> Result<(), BillingError> {
+        status.unpriced = self.unpriced.iter().take(UNPRICED_SHOWN).cloned().collect();
+        status.unpriced_count = (!self.unpriced.is_empty()).then_some(self.unpriced.len() as u64);
         status.total = Some(format_money("status.total", self.total)?);
         status.currency = Some(Currency::CNY);
         status.by_department = subtotals("status.byDepartment", &self.by_department)?;
@@ -84,6 +91,46 @@ impl Settlement {
         status.checksum = Some(self.checksum.clone());
         Ok(())
     }
+}
+
+/// How many unpriced items a report's status lists (all are counted).
+pub const UNPRICED_SHOWN: usize = 20;
+
+/// Whether `scope` (empty lists mean all) takes in `interval`.
+pub fn in_scope(scope: &Scope, interval: &Interval) -> bool {
+    (scope.departments.is_empty() || scope.departments.contains(&interval.department))
+        && (scope.providers.is_empty() || scope.providers.contains(&interval.provider))
+}
+
+/// Splits `intervals` into those `prices` can charge over `window` (up to `now` while open) and
+/// the items that can't be, with why: an interval whose provider and SKU two books price at once
+/// somewhere in its charged range. Without overlaps, everything is chargeable.
+pub fn split_unpriced<'a>(
+    intervals: &'a [Interval],
+    prices: &Prices,
+    window: TimeRange,
+    now: DateTime<Utc>,
+) -> (Vec<&'a Interval>, Vec<UnpricedItem>) {
+    let mut chargeable = Vec::with_capacity(intervals.len());
+    let mut unpriced = Vec::new();
+    for i in intervals {
+        let from = i.from.max(window.start);
+        let to = i.to.unwrap_or(now).min(window.end);
+        match prices.conflict_within(&i.provider, &i.sku, from, to) {
+            Some(overlap) if from < to => unpriced.push(UnpricedItem {
+                request: i.request.clone(),
+                item: i.item.clone(),
+                department: i.department.clone(),
+                provider: i.provider.clone(),
+                sku: i.sku.clone(),
+                reason: format!(
+                    "no price: {overlap}; end one book where the other begins (spec.effectiveUntil) or delete one"
+                ),
+            }),
+            _ => chargeable.push(i),
+        }
+    }
+    (chargeable, unpriced)
 }
 
 /// Settles `period` for `scope` (empty lists mean all departments / providers): charges the part
@@ -106,11 +153,7 @@ pub fn settle(
 ) -> Result<Settlement, BillingError> {
     let window = period.bounds(config.zone)?;
     let now = clock.now();
-    let in_scope = |i: &&Interval| {
-        (scope.departments.is_empty() || scope.departments.contains(&i.department))
-            && (scope.providers.is_empty() || scope.providers.contains(&i.provider))
-    };
-    let selected: Vec<&Interval> = intervals.iter().filter(in_scope).collect();
+    let selected: Vec<&Interval> = intervals.iter().filter(|i| in_scope(scope, i)).collect();
     // Charged in the order the intervals came in (their memory is read in order), in two halves
     // on two threads when there are many.
     let parallel = selected.len() >= PARALLEL_FROM;
@@ -178,6 +221,7 @@ pub fn settle(
         by_provider,
         by_type,
         checksum,
+        unpriced: Vec::new(),
     })
 }
 

@@ -120,6 +120,12 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
         "{} lines, total {} CNY, {} ({})",
         doc.line_count, doc.total, doc.checksum, doc.source
     );
+    for u in &doc.unpriced {
+        eprintln!(
+            "warning: left out {} item {} ({} {}): {}",
+            u.request, u.item, u.provider, u.sku, u.reason
+        );
+    }
     Ok(())
 }
 

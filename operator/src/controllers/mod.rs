@@ -3,6 +3,7 @@
 pub mod department;
 pub mod lifecycle;
 pub mod migration;
+pub mod price_book;
 pub mod settlement;
 pub mod status;
 pub mod tenancy;

@@ -124,6 +124,30 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
             write(&ctx, &report, &old, &failed).await?;
             return Ok(Action::requeue(RECOMPUTE));
         }
+        if report.spec.finalize && !settlement.unpriced.is_empty() {
+            // A finalized report is the record: it can't leave out what it couldn't price.
+            status.phase = Some(ReportPhase::Computed);
+            let message = format!(
+                "not finalized: {} metered item(s) have no price ({}); the figures cover everything else, and the report is finalized once they can be priced",
+                settlement.unpriced.len(),
+                settlement.unpriced[0].reason
+            );
+            status.conditions = merged(&report, false, "Unpriced", &message);
+            let newly = !old.conditions.iter().any(|c| c.reason == "Unpriced");
+            write(&ctx, &report, &old, &status).await?;
+            if newly {
+                publish_event(
+                    &ctx,
+                    report.as_ref(),
+                    kube::runtime::events::EventType::Warning,
+                    "Unpriced",
+                    "Finalize",
+                    message,
+                )
+                .await;
+            }
+            return Ok(Action::requeue(RECOMPUTE));
+        }
         if report.spec.finalize {
             let stored = store_lines(&ctx, &report, &settlement).await?;
             status.stored_lines = Some(stored);
@@ -158,15 +182,28 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
             return Ok(Action::await_change());
         }
         status.phase = Some(ReportPhase::Computed);
-        status.conditions = merged(
-            &report,
-            true,
-            "Computed",
-            &format!(
-                "{} lines; recomputed as requests and prices change until finalized",
-                settlement.line_count()
+        status.conditions = match settlement.unpriced.first() {
+            None => merged(
+                &report,
+                true,
+                "Computed",
+                &format!(
+                    "{} lines; recomputed as requests and prices change until finalized",
+                    settlement.line_count()
+                ),
             ),
-        );
+            Some(first) => merged(
+                &report,
+                false,
+                "Unpriced",
+                &format!(
+                    "{} lines; {} metered item(s) left out, with no price ({})",
+                    settlement.line_count(),
+                    settlement.unpriced.len(),
+                    first.reason
+                ),
+            ),
+        };
         write(&ctx, &report, &old, &status).await?;
         Ok(Action::requeue(RECOMPUTE))
     })

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use super::{
     SharedContext,
     department::reconcile_department,
-    lifecycle, migration, settlement,
+    lifecycle, migration, price_book, settlement,
     status::{error_policy, reconcile_ready},
     tenancy::{self, Stores},
 };
@@ -368,10 +368,24 @@ impl TenancyControllers {
             .run(reconcile_ready, error_policy::<CloudProvider>, ctx.clone())
             .for_each(log_result);
 
+        // A book's overlaps depend on its provider's other books: a change to one re-checks them.
+        let t7 = t.clone();
         let price_books = self
             .price_books
+            .watches_stream(changes_of::<PriceBook>(&client), move |changed| {
+                t7.price_books
+                    .state()
+                    .iter()
+                    .filter(|b| b.spec.provider == changed.spec.provider)
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+                    .collect::<Vec<_>>()
+            })
             .graceful_shutdown_on(stop())
-            .run(reconcile_ready, error_policy::<PriceBook>, ctx.clone())
+            .run(
+                price_book::reconcile_price_book,
+                error_policy::<PriceBook>,
+                ctx.clone(),
+            )
             .for_each(log_result);
 
         let reports = settlement::run(self.reports, ctx.clone(), stop());
