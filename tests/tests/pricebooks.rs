@@ -4,7 +4,8 @@
 //! P1's item unpriced, with the reason, and settles everything else; a finalize that would
 //! include it is refused; provider P2's settlement, export, budget and the scorecard go on. With
 //! the operator answering, a third overlapping book is refused at apply, naming the other book,
-//! the provider, the SKU and the window. Deleting one book ends the conflict.
+//! the provider, the SKU and the window. Deleting one book ends the conflict. A provider P3 no
+//! book prices at all leaves its department Z's item unpriced in the same way, and stops no one.
 //!
 //! The period is October 2026 and the operator's business clock is started at 2026-11-20 12:00
 //! (+08:00) (`--clock`), so nothing depends on today's date.
@@ -102,7 +103,12 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     let admin = admin().await;
     let base = unique("pb");
     let (p1, p2) = (format!("{base}-p1"), format!("{base}-p2"));
-    let (x, y) = (format!("{base}-x"), format!("{base}-y"));
+    let (x, y, z) = (
+        format!("{base}-x"),
+        format!("{base}-y"),
+        format!("{base}-z"),
+    );
+    let p3 = format!("{base}-p3");
     let (a1, a2, a3, b) = (
         format!("{base}-a1"),
         format!("{base}-a2"),
@@ -115,7 +121,11 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     apply(&admin, &book(&a1, &p1, "2026-01-01T00:00:00+08:00", "1.00")).await?;
     apply(&admin, &book(&a2, &p1, "2026-09-01T00:00:00+08:00", "1.20")).await?;
     apply(&admin, &book(&b, &p2, "2026-01-01T00:00:00+08:00", "0.50")).await?;
-    for (d, p, budget) in [(&x, &p1, "100.00"), (&y, &p2, "100.00")] {
+    for (d, p, budget) in [
+        (&x, &p1, "100.00"),
+        (&y, &p2, "100.00"),
+        (&z, &p3, "100.00"),
+    ] {
         apply(&admin, &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": d},
             "spec": {"displayName": "测试单位", "code": "11450000MB0000000X", "namespaces": [d], "provider": p,
                      "budget": {"annual": budget}}}))
@@ -124,6 +134,7 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     create_namespace(&meter_ns).await?;
     metered(&admin, &meter_ns, "r1", (&x, &p1), "1").await?;
     metered(&admin, &meter_ns, "r2", (&y, &p2), "2").await?;
+    metered(&admin, &meter_ns, "r3", (&z, &p3), "1").await?;
 
     let operator = OperatorProcess::start_with(&["--clock", CLOCK])?;
     operator.wait_ready(WAIT).await?;
@@ -209,6 +220,28 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
         "{unpriced:?}"
     );
 
+    // What no book prices at all is unpriced the same way, with its own reason.
+    let z_report = format!("{base}-z");
+    apply(&admin, &report(&z_report, &[&z], &[], false)).await?;
+    let computed = wait_for(&reports, &z_report, WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(ReportPhase::Computed))
+    })
+    .await?;
+    let st = computed.status.unwrap_or_default();
+    ensure!(
+        st.unpriced_count == Some(1)
+            && st
+                .unpriced
+                .first()
+                .is_some_and(|u| u.request == format!("{meter_ns}/r3")
+                    && u.reason.contains(&format!(
+                        "no PriceBook prices provider {p3} SKU ecs.c2.large"
+                    ))),
+        "Z's item is unpriced for want of a book: {st:?}"
+    );
+
     // A finalize that would include the unpriced item is refused; P2's alone finalizes.
     let held = format!("{base}-final");
     apply(&admin, &report(&held, &[&x, &y], &[], true)).await?;
@@ -275,6 +308,23 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     ensure!(
         scorecard.to_string().contains(&y),
         "the scorecard covers Y: {scorecard}"
+    );
+    let everyone: Value = serde_json::from_str(&cli(&[
+        "report",
+        "settlement",
+        "--period",
+        "2026-10",
+        "--format",
+        "json",
+    ])?)?;
+    let unpriced: Vec<&str> = everyone["unpriced"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|u| u["request"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        unpriced.contains(&format!("{meter_ns}/r1").as_str())
+            && unpriced.contains(&format!("{meter_ns}/r3").as_str()),
+        "the whole settlement lists both unpriced items: {everyone}"
     );
     let depts: Api<Department> = Api::all(admin.clone());
     wait_for(&depts, &y, WAIT, |d| {

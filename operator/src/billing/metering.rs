@@ -60,6 +60,8 @@ pub fn intervals_of(
 /// Settles `period` for `scope` over the metered intervals of `requests`, priced with `books`
 /// (all providers' books; each line is priced by its interval's provider). The same function
 /// serves the controller, the command line and the HTTP endpoint, so they agree to the fen.
+/// What no single price covers (books overlap, or none is in force) is listed in `unpriced` and
+/// left out, so one bad book stops only the lines it touches.
 pub fn settle_requests<'a>(
     requests: impl IntoIterator<Item = &'a ResourceRequest>,
     books: impl IntoIterator<Item = &'a PriceBook>,
@@ -86,9 +88,12 @@ pub fn settle_requests<'a>(
             .map(|b| (b.metadata.name.as_deref().unwrap_or_default(), &b.spec)),
     )?;
     if prices.overlaps().is_empty() {
-        return settle(&intervals, &prices, period, scope, config, clock);
+        match settle(&intervals, &prices, period, scope, config, clock) {
+            Err(BillingError::NoPrice { .. }) => {}
+            settled => return settled,
+        }
     }
-    // Overlapping books: what they leave without a price is listed, everything else settled.
+    // Overlapping books, or a line no book prices: those are listed, everything else settled.
     intervals.retain(|i| in_scope(scope, i));
     let (chargeable, unpriced) = split_unpriced(
         &intervals,

@@ -137,6 +137,32 @@ impl Prices {
         })
     }
 
+    /// The first instant in `[from, to)` at which no book prices `provider`'s `sku` (overlaps
+    /// aside: they are [`Prices::conflict_within`]'s).
+    pub fn gap_within(
+        &self,
+        provider: &str,
+        sku: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let points = self.points.get(provider).and_then(|skus| skus.get(sku));
+        let mut covered_to = from;
+        for p in points.into_iter().flatten() {
+            if covered_to >= to {
+                return None;
+            }
+            if p.from > covered_to {
+                return Some(covered_to);
+            }
+            match p.until {
+                None => return None,
+                Some(until) => covered_to = covered_to.max(until),
+            }
+        }
+        (covered_to < to).then_some(covered_to)
+    }
+
     /// The price in force for `provider`'s `sku` at `at`; none where books overlap.
     pub fn resolve(
         &self,
@@ -447,6 +473,48 @@ pub(crate) mod tests {
             "a range ending where the overlap starts is untouched"
         );
         assert_eq!(err.metric_label(), "overlapping_price_books");
+    }
+
+    #[test]
+    fn finds_the_first_instant_no_book_prices() {
+        let h = PriceUnit::Hour;
+        let first = book(
+            "p",
+            "2026-01-01T00:00:00Z",
+            Some("2026-03-01T00:00:00Z"),
+            &[("a", h, "1", false)],
+            &[],
+        );
+        let later = book(
+            "p",
+            "2026-04-01T00:00:00Z",
+            None,
+            &[("a", h, "2", false)],
+            &[],
+        );
+        let prices = Prices::from_books([("first", &first), ("later", &later)]).unwrap();
+        let gap = |sku: &str, from: &str, to: &str| prices.gap_within("p", sku, t(from), t(to));
+        assert_eq!(
+            gap("a", "2026-01-15T00:00:00Z", "2026-03-01T00:00:00Z"),
+            None
+        );
+        assert_eq!(
+            gap("a", "2026-02-15T00:00:00Z", "2026-05-01T00:00:00Z"),
+            Some(t("2026-03-01T00:00:00Z"))
+        );
+        assert_eq!(
+            gap("a", "2026-04-01T00:00:00Z", "2030-01-01T00:00:00Z"),
+            None
+        );
+        assert_eq!(
+            gap("a", "2025-12-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+            Some(t("2025-12-01T00:00:00Z"))
+        );
+        assert_eq!(
+            gap("b", "2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z"),
+            Some(t("2026-04-01T00:00:00Z")),
+            "a SKU no book prices"
+        );
     }
 
     #[test]

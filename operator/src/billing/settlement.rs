@@ -104,7 +104,7 @@ pub fn in_scope(scope: &Scope, interval: &Interval) -> bool {
 
 /// Splits `intervals` into those `prices` can charge over `window` (up to `now` while open) and
 /// the items that can't be, with why: an interval whose provider and SKU two books price at once
-/// somewhere in its charged range. Without overlaps, everything is chargeable.
+/// somewhere in its charged range, or no book prices somewhere in it.
 pub fn split_unpriced<'a>(
     intervals: &'a [Interval],
     prices: &Prices,
@@ -116,18 +116,30 @@ pub fn split_unpriced<'a>(
     for i in intervals {
         let from = i.from.max(window.start);
         let to = i.to.unwrap_or(now).min(window.end);
-        match prices.conflict_within(&i.provider, &i.sku, from, to) {
-            Some(overlap) if from < to => unpriced.push(UnpricedItem {
+        let reason = match prices.conflict_within(&i.provider, &i.sku, from, to) {
+            _ if from >= to => None,
+            Some(overlap) => Some(format!(
+                "no price: {overlap}; end one book where the other begins (spec.effectiveUntil) or delete one"
+            )),
+            None => prices.gap_within(&i.provider, &i.sku, from, to).map(|at| {
+                format!(
+                    "no price: no PriceBook prices provider {} SKU {} at {}; add a book that does (or extend one's spec.effectiveUntil)",
+                    i.provider,
+                    i.sku,
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }),
+        };
+        match reason {
+            Some(reason) => unpriced.push(UnpricedItem {
                 request: i.request.clone(),
                 item: i.item.clone(),
                 department: i.department.clone(),
                 provider: i.provider.clone(),
                 sku: i.sku.clone(),
-                reason: format!(
-                    "no price: {overlap}; end one book where the other begins (spec.effectiveUntil) or delete one"
-                ),
+                reason,
             }),
-            _ => chargeable.push(i),
+            None => chargeable.push(i),
         }
     }
     (chargeable, unpriced)

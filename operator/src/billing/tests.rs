@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 
 use super::calendar::{month_containing, parse_instant};
 use super::prices::tests::book;
+use super::settlement::split_unpriced;
 use super::*;
 use crate::api::price_book::{PriceBookSpec, PriceUnit};
 use crate::api::settlement_report::{Scope, SettlementReportStatus};
@@ -392,6 +393,30 @@ fn totals_by_department_provider_and_type_and_the_status() {
     )
     .unwrap();
     assert_eq!(scoped.total, d("57.60"));
+}
+
+#[test]
+fn what_no_book_prices_is_set_apart_with_why() {
+    let p = prices(&[("ecs.c2.large", H, "0.80", false)], &[]);
+    let priced = interval("ecs.c2.large", "1", "2026-10-01T00:00:00Z", None);
+    let mut stray = interval("ecs.g7.xlarge", "1", "2026-10-01T00:00:00Z", None);
+    stray.request = "gx-finance-prod/stray".into();
+    let early = interval("ecs.c2.large", "1", "2025-12-30T00:00:00Z", None);
+    let intervals = [priced, stray, early];
+    let window = TimeRange {
+        start: t("2026-10-01T00:00:00+08:00"),
+        end: t("2026-11-01T00:00:00+08:00"),
+    };
+    let (chargeable, unpriced) = split_unpriced(&intervals, &p, window, t(LATER));
+    // The early interval is charged only inside October, where the book is in force.
+    assert_eq!(chargeable.len(), 2);
+    assert_eq!(unpriced.len(), 1);
+    assert_eq!(unpriced[0].request, "gx-finance-prod/stray");
+    assert_eq!(
+        unpriced[0].reason,
+        "no price: no PriceBook prices provider aliyun-gov SKU ecs.g7.xlarge at \
+         2026-10-01T00:00:00Z; add a book that does (or extend one's spec.effectiveUntil)"
+    );
 }
 
 #[test]
