@@ -499,7 +499,17 @@ impl Session {
         let open =
             |path: &Path| std::fs::File::create(path).map_err(|e| io_error("creating", path, e));
         let (out_file, err_file) = (open(&out_path)?, open(&err_path)?);
-        let mut child = tokio::process::Command::new(&config.tofu)
+        let mut command = tokio::process::Command::new(&config.tofu);
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires. An operator started with
+        // SIGINT ignored (nohup, a background job of a shell) would pass that on, and tofu
+        // could then not be interrupted (`Interrupt`): its child gets the default back.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(args)
             .current_dir(&self.dir)
             .env_clear()
