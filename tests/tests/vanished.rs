@@ -1,5 +1,6 @@
-//! Figures follow what exists: a request that vanishes without its exit (an admin removed its
-//! finalizers and deleted it) gives its quota back, its department's waiting request gets the
+//! Figures follow what exists: a request that vanishes without its exit (its finalizers removed
+//! and deleted; admission lets only the operator's ServiceAccount remove them, so the removal
+//! here uses that identity, as a stray script with its credentials would) gives its quota back, its department's waiting request gets the
 //! room, and the operator says in an Event on the Department what it found missing.
 //!
 //! The vanishing happens while the operator is frozen (SIGSTOP), so it can't run the request's
@@ -76,14 +77,24 @@ async fn a_vanished_request_gives_its_quota_back() -> anyhow::Result<()> {
     wait_for(&quotas, "q", WAIT, |q| reserved_vcpu(q) == Some(3)).await?;
 
     // first vanishes: finalizers removed by hand and deleted, while the operator can't react.
+    let as_operator = client_as(
+        OPERATOR_USER,
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:yunzhang-system",
+        ],
+    )
+    .await;
+    let by_hand: Api<ResourceRequest> = Api::namespaced(as_operator, &dept);
     operator.pause()?;
     let vanished = async {
-        rrs.patch(
-            "first",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await?;
+        by_hand
+            .patch(
+                "first",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await?;
         rrs.delete("first", &DeleteParams::default()).await?;
         ensure!(rrs.get_opt("first").await?.is_none(), "first is gone");
         anyhow::Ok(())

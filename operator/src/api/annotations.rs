@@ -48,6 +48,13 @@ pub fn effective_requester(
     ))
 }
 
+/// On a ResourceRequest: the platform admin who forced it out of a stuck exit (`kubectl yunzhang
+/// force-exit`). The ValidatingAdmissionPolicy `yunzhang-force-exit` admits it only as the
+/// authenticated user, holding the `force-exit` verb on resourcerequests, and never changed.
+pub const FORCE_EXIT_BY: &str = "yunzhang.io/force-exit-by";
+/// On a ResourceRequest: why it was forced out (set with [`FORCE_EXIT_BY`]).
+pub const FORCE_EXIT_REASON: &str = "yunzhang.io/force-exit-reason";
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

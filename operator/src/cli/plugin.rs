@@ -1,4 +1,5 @@
-//! The kubectl plugin verbs: `approve`, `reject`, `retire`, `status`, `migration advance`. Available as
+//! The kubectl plugin verbs: `approve`, `reject`, `retire`, `force-exit`, `status`, `migration
+//! advance`. Available as
 //! `yunzhang VERB …`, and as `kubectl yunzhang VERB …` when the binary is installed (or
 //! symlinked) as `kubectl-yunzhang` on the PATH.
 //!
@@ -18,8 +19,9 @@ use kube::{
 
 use crate::api::{
     Approval, ApprovalSpec, Decision, MigrationWorkload, Phase, RequestBinding, ResourceRequest,
+    annotations,
     migration_workload::{MigrationGate, MigrationPhase},
-    resource_request::DesiredLifecycle,
+    resource_request::{DesiredLifecycle, RunPhase},
 };
 
 /// Arguments naming one request.
@@ -45,6 +47,16 @@ pub struct DecideArgs {
     pub stage: Option<String>,
 }
 
+/// Arguments of `force-exit`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ForceExitArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Why the request is let go without its destroy, e.g. "provider decommissioned".
+    #[arg(long)]
+    pub reason: String,
+}
+
 /// The plugin verbs.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum PluginCommand {
@@ -54,6 +66,9 @@ pub enum PluginCommand {
     Reject(DecideArgs),
     /// Retire a request: its resources are destroyed, billing closes, quota is released.
     Retire(TargetArgs),
+    /// End an exit stuck on a failing destroy (platform admins): billing closes and quota is
+    /// released without the destroy; who and why are recorded.
+    ForceExit(ForceExitArgs),
     /// Show where a request stands: phase, stage, approvals, plan, cost, history.
     Status(TargetArgs),
     /// Migration workloads (迁移上云): move one through its manual gates.
@@ -257,6 +272,47 @@ pub fn decided_text(rr: &ResourceRequest, spec: &ApprovalSpec, created: &str) ->
         "Approval {created} created. It counts only while the request keeps this generation and plan."
     );
     out
+}
+
+/// Why `force-exit` can't end `rr`'s exit, if it can't: only an exit whose destroy failed is
+/// stuck; anything else goes on by itself (or must be retired first).
+pub fn force_exit_refusal(rr: &ResourceRequest, reason: &str) -> Option<String> {
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let status = rr.status.clone().unwrap_or_default();
+    if reason.trim().is_empty() {
+        return Some("--reason must say why the request is let go without its destroy".into());
+    }
+    let destroy_failed = status
+        .destroy
+        .as_ref()
+        .is_some_and(|d| d.state == RunPhase::Failed);
+    match status.phase {
+        Some(Phase::Exiting) if destroy_failed => None,
+        Some(Phase::Exiting) => Some(format!(
+            "{ns}/{name} is Exiting and its destroy has not failed: it ends by itself; force-exit only ends a destroy that keeps failing"
+        )),
+        phase => Some(format!(
+            "{ns}/{name} is {}, not Exiting with a failed destroy: retire or delete it first (force-exit only ends a destroy that keeps failing)",
+            phase.map_or_else(|| "new".to_owned(), |p| p.to_string())
+        )),
+    }
+}
+
+/// What `force-exit` prints.
+pub fn force_exit_text(rr: &ResourceRequest, by: &str, already: bool) -> String {
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let head = if already {
+        format!("{ns}/{name} was already forced out by {by}.")
+    } else {
+        format!("{ns}/{name}: force-exit recorded as {by}.")
+    };
+    format!(
+        "{head}\nNext: the operator closes billing and releases its quota without the destroy \
+         (phase Exited, Events ForcedExit on the request and its Department). Its resources may \
+         still exist at the provider: clean them up there.\n"
+    )
 }
 
 /// What `retire` prints.
@@ -523,6 +579,7 @@ async fn run(command: PluginCommand) -> anyhow::Result<String> {
         PluginCommand::Approve(args) => decide(args, Decision::Approved).await,
         PluginCommand::Reject(args) => decide(args, Decision::Rejected).await,
         PluginCommand::Retire(args) => retire(args).await,
+        PluginCommand::ForceExit(args) => force_exit(args).await,
         PluginCommand::Status(args) => status(args).await,
         PluginCommand::Migration(MigrationCommand::Advance(args)) => advance(args).await,
     }
@@ -638,6 +695,39 @@ async fn retire(args: TargetArgs) -> anyhow::Result<String> {
             "patch resourcerequests",
             &ns,
             "department member (ClusterRole yunzhang-department-member)",
+        )
+        .await),
+    }
+}
+
+async fn force_exit(args: ForceExitArgs) -> anyhow::Result<String> {
+    let (client, ns) = connect(args.target.namespace.as_deref()).await?;
+    let name = &args.target.request;
+    let rr = read_request(&client, &ns, name).await?;
+    if let Some(by) = rr.annotations().get(annotations::FORCE_EXIT_BY) {
+        return Ok(force_exit_text(&rr, by, true));
+    }
+    if let Some(refusal) = force_exit_refusal(&rr, &args.reason) {
+        anyhow::bail!(refusal);
+    }
+    let me = whoami(&client)
+        .await
+        .context("could not tell who you are (SelfSubjectReview): check KUBECONFIG")?;
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        annotations::FORCE_EXIT_BY: me,
+        annotations::FORCE_EXIT_REASON: args.reason,
+    }}});
+    match Api::<ResourceRequest>::namespaced(client.clone(), &ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(rr) => Ok(force_exit_text(&rr, &me, false)),
+        Err(e) => Err(explain(
+            &client,
+            e,
+            "force-exit resourcerequests",
+            &ns,
+            "platform admin (ClusterRole yunzhang-platform-admin)",
         )
         .await),
     }

@@ -53,7 +53,7 @@ use crate::{
     },
     lifecycle::{
         filing::{FilingNumber, next_filing_number},
-        machine::{self, Action as Step, ApprovalState, Input, PlanState, RunState},
+        machine::{self, Action as Step, ApprovalState, ForceExit, Input, PlanState, RunState},
         policy::{
             ApprovalFacts, ApproverFacts, CurrentBinding, Evaluation, Progress, RequestFacts,
             evaluate,
@@ -399,6 +399,22 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
             st.message.clone().unwrap_or_default(),
         )
         .await;
+        if t.to == Phase::Exited && world.input.force_exit.is_some() {
+            // The Department outlives the request: the record of who let it go stays there.
+            publish_event(
+                &ctx,
+                world.department.as_ref(),
+                EventType::Warning,
+                "ForcedExit",
+                "ForceExit",
+                format!(
+                    "request {ns}/{} (uid {uid}) {}",
+                    rr.name_any(),
+                    st.message.clone().unwrap_or_default()
+                ),
+            )
+            .await;
+        }
     }
     if let Some(e) = unfiled {
         return Err(e);
@@ -567,6 +583,7 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
                 billing::settled(&intervals, &finalized)
             })
             .unwrap_or(false),
+        force_exit: force_exit_of(rr),
     };
     Ok(Some(World {
         input,
@@ -577,6 +594,16 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         policy_problem,
         provider,
     }))
+}
+
+/// The force-exit recorded on the request (admitted only as its platform admin, see
+/// [`annotations::FORCE_EXIT_BY`]).
+fn force_exit_of(rr: &ResourceRequest) -> Option<ForceExit> {
+    let a = rr.annotations();
+    Some(ForceExit {
+        by: a.get(annotations::FORCE_EXIT_BY)?.clone(),
+        reason: a.get(annotations::FORCE_EXIT_REASON)?.clone(),
+    })
 }
 
 /// A run found `Running` was interrupted: runs are awaited within one reconcile, and one

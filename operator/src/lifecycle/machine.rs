@@ -151,6 +151,15 @@ pub struct Input {
     pub billing_open: bool,
     /// Every period this request was billed in is settled (true when it was never billed).
     pub settled: bool,
+    /// A platform admin let the request go without its destroy (recorded at admission).
+    pub force_exit: Option<ForceExit>,
+}
+
+/// Who forced a request out of a stuck exit, and why (`kubectl yunzhang force-exit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForceExit {
+    pub by: String,
+    pub reason: String,
 }
 
 /// Something for the controller to do. All idempotent.
@@ -225,6 +234,7 @@ pub enum Reason {
     WaitingForApply,
     Destroying,
     DestroyFailed,
+    ForcedExit,
     Exited,
     AwaitingSettlement,
     Deleted,
@@ -254,6 +264,7 @@ impl Reason {
             Self::WaitingForApply => "WaitingForApply",
             Self::Destroying => "Destroying",
             Self::DestroyFailed => "DestroyFailed",
+            Self::ForcedExit => "ForcedExit",
             Self::Exited => "Exited",
             Self::AwaitingSettlement => "AwaitingSettlement",
             Self::Deleted => "Deleted",
@@ -272,6 +283,7 @@ impl Reason {
                 | Self::ChangeQuotaExceeded
                 | Self::ChangeRejected
                 | Self::DestroyFailed
+                | Self::ForcedExit
                 | Self::Inconsistent
         )
     }
@@ -416,6 +428,9 @@ fn exiting(i: &Input) -> Decision {
             Vec::new(),
         );
     }
+    if let (Some(forced), RunState::Failed(failure)) = (&i.force_exit, &i.destroy) {
+        return forced_exit(i, forced, failure);
+    }
     match &i.destroy {
         RunState::NotStarted => decision(
             Phase::Exiting,
@@ -454,7 +469,31 @@ fn exiting(i: &Input) -> Decision {
     }
 }
 
+/// A destroy that failed, and a platform admin's force-exit: billing closes and quota goes back
+/// without the destroy; what may still run at the provider is theirs to clean up.
+fn forced_exit(i: &Input, forced: &ForceExit, failure: &str) -> Decision {
+    let mut actions = Vec::new();
+    if i.billing_open {
+        actions.push(Action::CloseBilling);
+    }
+    if i.quota.held() {
+        actions.push(Action::ReleaseQuota);
+    }
+    let message = format!(
+        "forced out by {} ({}) after the destroy failed ({failure}): billing closed, quota released; its resources may still exist at the provider",
+        forced.by, forced.reason
+    );
+    let mut d = exited_with(i, actions, message);
+    if d.reason == Reason::Exited {
+        d.reason = Reason::ForcedExit;
+    }
+    d
+}
+
 fn exited(i: &Input) -> Decision {
+    if let (Some(forced), RunState::Failed(failure)) = (&i.force_exit, &i.destroy) {
+        return forced_exit(i, forced, failure);
+    }
     let mut actions = Vec::new();
     if i.billing_open {
         actions.push(Action::CloseBilling);

@@ -260,3 +260,50 @@ fn migration_advance_goes_forward_or_rolls_back_and_never_past_a_final_phase() {
     assert!(parse_gate("Migrating").is_err());
     assert_eq!(parse_gate("CutOver"), Ok(G::CutOver));
 }
+
+#[test]
+fn force_exit_ends_only_a_destroy_that_failed() {
+    use crate::api::resource_request::RunRecord;
+    let destroy = |state: RunPhase| {
+        with_status(|s| {
+            s.phase = Some(Phase::Exiting);
+            s.destroy = Some(Box::new(RunRecord {
+                generation: 3,
+                plan_hash: None,
+                state,
+                message: Some("provider gone".into()),
+                attempts: 4,
+                started_at: "2026-03-01T02:00:00Z".into(),
+                finished_at: None,
+                metered: Vec::new(),
+            }));
+        })
+    };
+    assert_eq!(
+        force_exit_refusal(&destroy(RunPhase::Failed), "provider decommissioned"),
+        None
+    );
+    assert_eq!(
+        force_exit_refusal(&destroy(RunPhase::Running), "provider decommissioned").as_deref(),
+        Some(
+            "gx-finance/tax-portal is Exiting and its destroy has not failed: it ends by itself; \
+             force-exit only ends a destroy that keeps failing"
+        )
+    );
+    assert_eq!(
+        force_exit_refusal(&awaiting(), "provider decommissioned").as_deref(),
+        Some(
+            "gx-finance/tax-portal is AwaitingApproval, not Exiting with a failed destroy: retire \
+             or delete it first (force-exit only ends a destroy that keeps failing)"
+        )
+    );
+    assert!(
+        force_exit_refusal(&destroy(RunPhase::Failed), "  ")
+            .is_some_and(|r| r.starts_with("--reason must say why"))
+    );
+    let text = force_exit_text(&destroy(RunPhase::Failed), "ops-lee", false);
+    assert!(
+        text.starts_with("gx-finance/tax-portal: force-exit recorded as ops-lee.\nNext: the operator closes billing"),
+        "{text}"
+    );
+}

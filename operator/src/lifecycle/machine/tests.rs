@@ -27,7 +27,15 @@ fn rr() -> Input {
         filed: false,
         billing_open: false,
         settled: true,
+        force_exit: None,
     }
+}
+
+fn forced() -> Option<ForceExit> {
+    Some(ForceExit {
+        by: "platform-admin".into(),
+        reason: "provider decommissioned".into(),
+    })
 }
 
 fn planned(generation: i64, hash: &str) -> PlanState {
@@ -668,6 +676,37 @@ fn transitions() -> Vec<Row> {
             vec![Destroy],
         ),
         row(
+            "Exiting: a force-exit waits while the destroy runs",
+            Input {
+                destroy: RunState::Running,
+                force_exit: forced(),
+                ..exiting()
+            },
+            Exiting,
+            vec![],
+        ),
+        row(
+            "Exiting: a failed destroy, force-exited: billing closed, quota released",
+            Input {
+                destroy: RunState::Failed("provider gone".into()),
+                force_exit: forced(),
+                ..exiting()
+            },
+            Exited,
+            vec![CloseBilling, ReleaseQuota],
+        ),
+        row(
+            "Exiting: a deleted request force-exited goes once settled",
+            Input {
+                deleting: true,
+                destroy: RunState::Failed("provider gone".into()),
+                force_exit: forced(),
+                ..exiting()
+            },
+            Exited,
+            vec![CloseBilling, ReleaseQuota, RemoveFinalizer],
+        ),
+        row(
             "Exiting can't be undone by lifecycle: Active",
             Input {
                 desired: DesiredLifecycle::Active,
@@ -1098,6 +1137,7 @@ fn any_input() -> impl Strategy<Value = Input> {
             prop::bool::ANY,
             prop::bool::ANY,
             prop::bool::ANY,
+            prop::bool::ANY,
         ),
     )
         .prop_map(
@@ -1120,6 +1160,7 @@ fn any_input() -> impl Strategy<Value = Input> {
                     filed,
                     billing_open,
                     settled,
+                    force,
                 ),
             )| Input {
                 phase,
@@ -1137,6 +1178,7 @@ fn any_input() -> impl Strategy<Value = Input> {
                 filed,
                 billing_open,
                 settled,
+                force_exit: if force { forced() } else { None },
             },
         )
 }
@@ -1194,6 +1236,11 @@ proptest! {
         if let (Some(apply), Some(file)) = (applies, files) {
             prop_assert!(apply < file);
         }
+        // A force-exit acts only on a failed destroy: anywhere else it changes nothing.
+        if !matches!(i.destroy, RunState::Failed(_)) {
+            let without = Input { force_exit: None, ..i.clone() };
+            prop_assert_eq!(&d, &decide(&without));
+        }
         // Once exited, always exited; once a destroy started, never back to running resources.
         if i.phase == Some(Exited) {
             prop_assert_eq!(d.phase, Exited);
@@ -1202,8 +1249,9 @@ proptest! {
             prop_assert!(matches!(d.phase, Exiting | Exited));
         }
         // Resources that may exist are never forgotten: skipping the destroy needs a request
-        // that never got to an apply.
-        if d.phase == Exited && !matches!(i.phase, Some(Exiting | Exited)) && i.destroy != RunState::Succeeded {
+        // that never got to an apply, or a platform admin's force-exit after a failed destroy.
+        let forced = i.force_exit.is_some() && matches!(i.destroy, RunState::Failed(_));
+        if d.phase == Exited && !matches!(i.phase, Some(Exiting | Exited)) && i.destroy != RunState::Succeeded && !forced {
             prop_assert!(i.applied_generation.is_none() && i.provisioning == RunState::NotStarted);
             prop_assert!(matches!(i.phase, None | Some(Pending | QuotaExceeded | AwaitingApproval | Rejected)));
         }
