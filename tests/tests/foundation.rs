@@ -93,6 +93,13 @@ fn migration(ns: &str) -> Value {
                  "cutover": {"notBefore": days_from_now(7), "notAfter": days_from_now(8)}}})
 }
 
+/// `mw` with a pre-cutover hook run as ServiceAccount `account`.
+fn with_hook_account(mut mw: Value, account: &str) -> Value {
+    mw["spec"]["hooks"] = json!({"preCutover": {
+        "image": "registry.example.gov.cn/migration/sync:1.4", "serviceAccountName": account}});
+    mw
+}
+
 fn report() -> Value {
     json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": unique("sr")},
         "spec": {"period": {"month": "2026-10"}}})
@@ -213,6 +220,55 @@ async fn malformed_objects_are_refused_naming_the_field() {
             "decision",
             with(approval(&ns), "/spec/decision", json!("Maybe")),
             &["spec.decision", "Approved"],
+        ),
+        (
+            "item name that can't name a module",
+            with(request(&ns), "/spec/items/0/name", json!("1web")),
+            &["spec.items[0].name"],
+        ),
+        (
+            "a size the item's type doesn't take",
+            with(
+                request(&ns),
+                "/spec/items/0",
+                json!({"name": "files", "type": "oss", "sku": "oss.standard", "count": 1, "vcpu": 4}),
+            ),
+            &[
+                "spec.items[0].vcpu",
+                "ecs takes vcpu, memoryGiB and storageGiB",
+            ],
+        ),
+        (
+            "request name too long for a label",
+            with(request(&ns), "/metadata/name", json!("r".repeat(64))),
+            &["metadata.name: at most 63 characters"],
+        ),
+        (
+            "department name too long for a label",
+            with(d(), "/metadata/name", json!("d".repeat(64))),
+            &["metadata.name: at most 63 characters"],
+        ),
+        (
+            "policy that approves everything by nobody",
+            with(policy(), "/spec/stages", json!([])),
+            &["spec.stages", "spec.autoApprove"],
+        ),
+        (
+            "stage that can never be approved",
+            with(
+                policy(),
+                "/spec/stages/0",
+                json!({"name": "pair", "required": 2, "approvers": [{"kind": "User", "name": "alice"}]}),
+            ),
+            &[
+                "spec.stages[0].required",
+                "lower required, or add approvers",
+            ],
+        ),
+        (
+            "hook ServiceAccount that isn't a name",
+            with_hook_account(migration(&ns), "Not_A_Name"),
+            &["spec.hooks.preCutover.serviceAccountName"],
         ),
         (
             "stage needs an approver count of at least 1",

@@ -28,6 +28,7 @@ use super::common::{Classification, Conditions, Money, ResourceType, Subject};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("size(self.stages) > 0 || has(self.autoApprove)").message("spec.stages: a policy with no stages and no spec.autoApprove would let every request through approved by nobody; add a stage, or set spec.autoApprove.maxMonthlyCost to say what passes on its own").field_path(".stages"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalPolicySpec {
     /// Requests that fit these limits are approved without any stage.
@@ -62,6 +63,7 @@ pub struct SeparationOfDuties {
 
 /// One approval stage.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.approvers.exists(a, a.kind == 'Group') || self.required <= size(self.approvers)").message("required is more than the users listed in approvers (and no Group is listed), so the stage could never be approved: lower required, or add approvers").field_path(".required"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalStage {
     /// Stage name, unique in the policy, e.g. `finance`.

@@ -14,6 +14,12 @@ pub const VERSION: &str = "v1alpha1";
 pub const DEPARTMENT_LABEL: &str = "yunzhang.io/department";
 
 /// Pattern of a DNS-1123 label (namespace names, item names).
+/// A request item's name: it names an OpenTofu module, which can't start with a digit.
+pub const ITEM_NAME: &str = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// What the API server says when an item carries a size its type doesn't take.
+const SIZES_BY_TYPE: &str = "this size does not apply to the item's type: ecs takes vcpu, memoryGiB and storageGiB; rds storageGiB; oss objectStorageGiB; slb and eip bandwidthMbps";
+
 pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
 /// Pattern of a DNS-1123 subdomain (names of cluster-scoped objects).
 pub const DNS_SUBDOMAIN: &str =
@@ -198,12 +204,20 @@ impl ResourceType {
     }
 }
 
-/// One line of a request: a number of identical resources of one type and SKU.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// One line of a request: a number of identical resources of one type and SKU. Each size field
+/// applies to the types whose module takes it (`iac::render::module_size_variables`): ecs vcpu,
+/// memoryGiB, storageGiB; rds storageGiB; oss objectStorageGiB; slb and eip bandwidthMbps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.vcpu) || self.type == 'ecs'").message(SIZES_BY_TYPE).field_path(".vcpu"))]
+#[x_kube(validation = Rule::new("!has(self.memoryGiB) || self.type == 'ecs'").message(SIZES_BY_TYPE).field_path(".memoryGiB"))]
+#[x_kube(validation = Rule::new("!has(self.storageGiB) || self.type in ['ecs', 'rds']").message(SIZES_BY_TYPE).field_path(".storageGiB"))]
+#[x_kube(validation = Rule::new("!has(self.objectStorageGiB) || self.type == 'oss'").message(SIZES_BY_TYPE).field_path(".objectStorageGiB"))]
+#[x_kube(validation = Rule::new("!has(self.bandwidthMbps) || self.type in ['slb', 'eip']").message(SIZES_BY_TYPE).field_path(".bandwidthMbps"))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceItem {
-    /// Name of the item, unique within the request (a DNS label), e.g. `web`.
-    #[schemars(regex(pattern = DNS_LABEL), length(min = 1, max = 63))]
+    /// Name of the item, unique within the request: a lowercase letter, then lowercase letters,
+    /// digits and `-` (it names the item's OpenTofu module), e.g. `web`.
+    #[schemars(regex(pattern = ITEM_NAME), length(min = 1, max = 63))]
     pub name: String,
     /// Resource type: ecs, rds, oss, slb or eip.
     #[serde(rename = "type")]

@@ -12,6 +12,7 @@ use super::common::{Conditions, Currency, DNS_LABEL, DNS_SUBDOMAIN, Money, Subje
     group = "yunzhang.io",
     version = "v1alpha1",
     kind = "Department",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters (it labels the RoleBinding and NetworkPolicy in its namespaces, and label values are at most 63)"),
     doc = "A department (云长单位) using the government cloud: its people, namespaces, provider, budget and approval policy.",
     shortname = "dept",
     category = "yunzhang",

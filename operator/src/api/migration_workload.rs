@@ -3,7 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Classification, Conditions, ResourceItem};
+use super::common::{Classification, Conditions, DNS_SUBDOMAIN, ResourceItem};
 
 /// A legacy information system being moved onto the government cloud (迁移上云), merged into
 /// another (整合) or retired. It owns the ResourceRequest for its target resources.
@@ -12,6 +12,7 @@ use super::common::{Classification, Conditions, ResourceItem};
     group = "yunzhang.io",
     version = "v1alpha1",
     kind = "MigrationWorkload",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters (it labels the hook Jobs, and label values are at most 63)"),
     doc = "A legacy information system moving onto the government cloud (迁移上云), merging (整合) or retiring.",
     namespaced,
     shortname = "mw",
@@ -187,7 +188,7 @@ pub struct Hook {
     /// ServiceAccount of the pod, in the workload's namespace; without one the pod gets no
     /// API token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
     pub service_account_name: Option<String>,
     /// The Job's deadline in seconds.
     #[serde(default = "default_hook_timeout")]

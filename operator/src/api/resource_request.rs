@@ -14,6 +14,7 @@ use super::common::{Classification, Conditions, Currency, Money, ResourceItem};
     group = "yunzhang.io",
     version = "v1alpha1",
     kind = "ResourceRequest",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters (it labels the plan ConfigMap, and label values are at most 63)"),
     doc = "A request for cloud resources, from application through approval, provisioning, change and exit to settlement.",
     namespaced,
     shortname = "rr",
