@@ -10,6 +10,10 @@
 //! and why (the request's annotations and status, and ForcedExit Events on the request and its
 //! Department), and the record can't be changed afterwards.
 //!
+//! Four eyes against every editor: a department admin who is also an approver changes a
+//! colleague's request, and then can't approve it; nobody can erase the record of who changed
+//! it; another approver can.
+//!
 //! The destroy fails for real: the operator's tofu is the pinned tofu behind a wrapper that
 //! answers `destroy` in this test's namespace with an error, as a provider that is gone would.
 
@@ -23,7 +27,7 @@ use kube::{
 use serde_json::{Value, json};
 use yunzhang::api::{
     CloudQuota, Phase, ResourceRequest,
-    annotations::{FORCE_EXIT_BY, FORCE_EXIT_REASON},
+    annotations::{EDITORS, FORCE_EXIT_BY, FORCE_EXIT_REASON},
     resource_request::RunPhase,
 };
 use yunzhang_integration::*;
@@ -51,8 +55,10 @@ fn tofu_whose_destroy_fails_in(ns: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// A department `dept` (namespace `dept`) with `member`, a local-executor provider with prices,
-/// an auto-approving policy and a quota of 8 vCPU.
+/// A department `dept` (namespace `dept`) with `member` and the admin `{dept}-head`, a
+/// local-executor provider with prices, a policy that lets up to ¥5,000 a month through and
+/// sends the rest to the approvers in group `{dept}-office` (the department's own admin
+/// included), and a quota of 64 vCPU.
 async fn department(admin: &Client, dept: &str, member: &str) -> anyhow::Result<()> {
     for v in [
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudProvider", "metadata": {"name": dept},
@@ -63,10 +69,12 @@ async fn department(admin: &Client, dept: &str, member: &str) -> anyhow::Result<
                         "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80"}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ApprovalPolicy", "metadata": {"name": dept},
                "spec": {"autoApprove": {"maxMonthlyCost": "5000.00"},
-                        "stages": [{"name": "office", "approvers": [{"kind": "Group", "name": format!("{dept}-office")}]}]}}),
+                        "stages": [{"name": "office", "allowSameDepartment": true,
+                                    "approvers": [{"kind": "Group", "name": format!("{dept}-office")}]}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": dept},
                "spec": {"displayName": "测试单位", "code": "11450000MB0000000X", "provider": dept, "approvalPolicy": dept,
-                        "members": [{"kind": "User", "name": member}]}}),
+                        "members": [{"kind": "User", "name": member}],
+                        "admins": [{"kind": "User", "name": format!("{dept}-head")}]}}),
     ] {
         apply(admin, &v).await?;
     }
@@ -75,9 +83,10 @@ async fn department(admin: &Client, dept: &str, member: &str) -> anyhow::Result<
     apply(
         admin,
         &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": "base", "namespace": dept},
-                "spec": {"hard": {"vcpu": 8}}}),
+                "spec": {"hard": {"vcpu": 64}}}),
     )
-    .await
+    .await?;
+    bind_approver_group(admin, &format!("{dept}-office")).await
 }
 
 /// The vCPU the department's quota shows as used, once it equals `vcpu`.
@@ -135,17 +144,34 @@ fn refused<T: std::fmt::Debug>(
 }
 
 #[tokio::test]
-async fn finalizers_are_the_operators_and_a_stuck_deletion_is_forced_out_on_the_record()
--> anyhow::Result<()> {
+async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
     let admin = admin().await;
     let dept = unique("atk");
-    let member = format!("{dept}-member");
-    let platform = format!("{dept}-platform-admin");
-    let platform_group = format!("{dept}-platform");
     let tofu = tofu_whose_destroy_fails_in(&dept)?;
     let operator = OperatorProcess::start_with_env(&[], &[("YZ_TOFU", &tofu)])?;
     operator.wait_ready(WAIT).await?;
+    let member = format!("{dept}-member");
     department(&admin, &dept, &member).await?;
+    finalizers_are_the_operators_and_a_stuck_deletion_is_forced_out_on_the_record(
+        &admin, &dept, &member,
+    )
+    .await
+    .context("finalizers and force-exit")?;
+    whoever_changed_the_spec_cannot_approve_it(&admin, &dept, &member)
+        .await
+        .context("four eyes against every editor")?;
+    let _ = std::fs::remove_dir_all(tofu.parent().context("tofu's dir")?);
+    Ok(())
+}
+
+async fn finalizers_are_the_operators_and_a_stuck_deletion_is_forced_out_on_the_record(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let (admin, dept, member) = (admin.clone(), dept.to_owned(), member.to_owned());
+    let platform = format!("{dept}-platform-admin");
+    let platform_group = format!("{dept}-platform");
     apply(
         &admin,
         &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -330,6 +356,94 @@ async fn finalizers_are_the_operators_and_a_stuck_deletion_is_forced_out_on_the_
             .await,
         &["are the record of a force-exit and can't be changed or removed"],
     )?;
-    let _ = std::fs::remove_dir_all(tofu.parent().context("tofu's dir")?);
+    Ok(())
+}
+
+async fn whoever_changed_the_spec_cannot_approve_it(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let (head, office) = (format!("{dept}-head"), format!("{dept}-office"));
+    let other = format!("{dept}-other-approver");
+    let as_member = client_as(member, &[]).await;
+    // ¥5,840 a month: above what passes on its own, so the office approves.
+    let web = |count: u32| json!([{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": count, "vcpu": 2, "memoryGiB": 4}]);
+    apply(
+        &as_member,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+                "metadata": {"name": "edited", "namespace": dept},
+                "spec": {"purpose": "上云测试", "items": web(10)}}),
+    )
+    .await?;
+    let as_head: Api<ResourceRequest> = Api::namespaced(client_as(&head, &[&office]).await, dept);
+    // The head (a department admin, and an approver) changes the colleague's request.
+    as_head
+        .patch(
+            "edited",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"items": web(11)}})),
+        )
+        .await?;
+    let requests: Api<ResourceRequest> = Api::namespaced(admin.clone(), dept);
+    let waiting = wait_for(&requests, "edited", WAIT, |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.phase == Some(Phase::AwaitingApproval)
+                && s.observed_generation == r.metadata.generation
+                && s.plan.is_some()
+        })
+    })
+    .await
+    .context("waits for the office")?;
+    ensure!(
+        waiting
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(EDITORS))
+            == Some(&head),
+        "the head is recorded as an editor: {:?}",
+        waiting.metadata.annotations
+    );
+    // ... and can't approve it; nor can the member erase the record.
+    let (ok, out) = cli_as(
+        &head,
+        &[&office],
+        &["approve", "edited", "-n", dept, "--stage", "office"],
+    )
+    .await?;
+    ensure!(
+        !ok && out.contains(&format!("{head} changed this request's spec"))
+            && out.contains("four eyes"),
+        "the editor's approval is refused: {out}"
+    );
+    refused(
+        "erasing who changed the spec",
+        Api::<ResourceRequest>::namespaced(as_member.clone(), dept)
+            .patch(
+                "edited",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {EDITORS: ""}}})),
+            )
+            .await,
+        &[&format!(
+            "metadata.annotations[yunzhang.io/editors] records who changed the spec ({head})"
+        )],
+    )?;
+    // Another approver may.
+    let (ok, out) = cli_as(
+        &other,
+        &[&office],
+        &["approve", "edited", "-n", dept, "--stage", "office"],
+    )
+    .await?;
+    ensure!(ok, "another approver approves: {out}");
+    wait_for(&requests, "edited", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Active))
+    })
+    .await
+    .context("approved by someone who didn't change it, it runs")?;
     Ok(())
 }

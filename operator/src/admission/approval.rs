@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use crate::{
     api::{
         Approval, ApprovalPolicy, Department, ResourceRequest,
-        annotations::{REQUESTER, effective_requester},
+        annotations::{REQUESTER, editors, effective_requester},
     },
     lifecycle::policy::{
         ApprovalFacts, ApproverFacts, CurrentBinding, Refusal, RequestFacts, judge_approval,
@@ -80,6 +80,7 @@ pub fn judge_new_approval(
     let facts = RequestFacts {
         requester,
         requester_groups,
+        editors: editors(request.annotations()),
         department: department.name_any(),
         types: request
             .spec

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::api::annotations::{APPROVER, APPROVER_GROUPS, REQUESTER, REQUESTER_GROUPS};
+use crate::api::annotations::{
+    APPROVER, APPROVER_GROUPS, EDITORS, REQUESTER, REQUESTER_GROUPS, editors,
+};
 
 /// The kinds whose creator is recorded, by their plural resource name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,32 @@ pub fn identity_patch(
     }
 }
 
+/// The JSONPatch operations that add `user` to the editors of a request whose spec this UPDATE
+/// changes ([`EDITORS`]): appended once, in the order of first change. Empty when the spec is
+/// unchanged or `user` is already recorded.
+pub fn editor_patch(
+    spec_changed: bool,
+    annotations: Option<&BTreeMap<String, String>>,
+    user: &str,
+) -> Vec<Value> {
+    let recorded = annotations.map(editors).unwrap_or_default();
+    if !spec_changed || recorded.iter().any(|e| e == user) {
+        return Vec::new();
+    }
+    let value = match annotations.and_then(|a| a.get(EDITORS)) {
+        Some(old) if !old.is_empty() => format!("{old},{user}"),
+        _ => user.to_owned(),
+    };
+    match annotations {
+        None => {
+            vec![json!({"op": "add", "path": "/metadata/annotations", "value": {EDITORS: value}})]
+        }
+        Some(_) => vec![
+            json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(EDITORS)), "value": value}),
+        ],
+    }
+}
+
 /// Escapes a JSON Pointer reference token (RFC 6901): `~` → `~0`, `/` → `~1`.
 fn pointer_escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
@@ -93,6 +121,28 @@ mod tests {
 
     fn groups() -> Vec<String> {
         vec!["gx-finance-staff".into(), "system:authenticated".into()]
+    }
+
+    #[test]
+    fn records_each_spec_editor_once_in_order() {
+        assert!(
+            editor_patch(false, None, "wang").is_empty(),
+            "no spec change"
+        );
+        assert_eq!(
+            editor_patch(true, None, "wang"),
+            vec![
+                json!({"op": "add", "path": "/metadata/annotations", "value": {"yunzhang.io/editors": "wang"}})
+            ]
+        );
+        let once = BTreeMap::from([(EDITORS.to_owned(), "wang".to_owned())]);
+        assert!(editor_patch(true, Some(&once), "wang").is_empty());
+        assert_eq!(
+            editor_patch(true, Some(&once), "li"),
+            vec![
+                json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1editors", "value": "wang,li"})
+            ]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     approval::{Approver, Observed, judge_new_approval},
-    identity::{RecordedKind, identity_patch},
+    identity::{RecordedKind, editor_patch, identity_patch},
 };
 use crate::{
     api::{Approval, ApprovalPolicy, Department, PriceBook, ResourceRequest},
@@ -96,7 +96,8 @@ fn user_of(req: &AdmissionRequest<DynamicObject>) -> (String, Vec<String>) {
     )
 }
 
-/// Mutating: on CREATE of a ResourceRequest or Approval, record who creates it.
+/// Mutating: on CREATE of a ResourceRequest, Approval or MigrationWorkload, record who creates
+/// it; on an UPDATE that changes a ResourceRequest's spec, record who changed it.
 async fn record_identity(Json(review): Json<Review>) -> Json<Review> {
     let req: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
@@ -104,11 +105,20 @@ async fn record_identity(Json(review): Json<Review>) -> Json<Review> {
     };
     let response = AdmissionResponse::from(&req);
     let kind = RecordedKind::from_resource(&req.resource.resource);
-    let (Operation::Create, Some(kind), Some(object)) = (&req.operation, kind, &req.object) else {
+    let (Some(kind), Some(object)) = (kind, &req.object) else {
         return Json(response.into_review());
     };
     let (user, groups) = user_of(&req);
-    let ops = identity_patch(kind, object.metadata.annotations.as_ref(), &user, &groups);
+    let annotations = object.metadata.annotations.as_ref();
+    let ops = match (&req.operation, kind, &req.old_object) {
+        (Operation::Create, ..) => identity_patch(kind, annotations, &user, &groups),
+        (Operation::Update, RecordedKind::ResourceRequest, Some(old)) => editor_patch(
+            old.data.get("spec") != object.data.get("spec"),
+            annotations,
+            &user,
+        ),
+        _ => Vec::new(),
+    };
     if ops.is_empty() {
         return Json(response.into_review());
     }

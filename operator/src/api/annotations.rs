@@ -48,6 +48,21 @@ pub fn effective_requester(
     ))
 }
 
+/// On a ResourceRequest: the users who changed its spec after it was created, comma-joined in
+/// the order of their first change, each once. Written by the mutating webhook from the
+/// authenticated user of each UPDATE that changes the spec; the ValidatingAdmissionPolicy
+/// `yunzhang-editors` refuses any other value. They count as requesters for four eyes. (A user
+/// name with a comma reads back as two editors: that only bars more people from approving.)
+pub const EDITORS: &str = "yunzhang.io/editors";
+
+/// The editors recorded in `annotations` ([`EDITORS`]).
+pub fn editors(annotations: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .get(EDITORS)
+        .map(|v| split_groups(v))
+        .unwrap_or_default()
+}
+
 /// On a ResourceRequest: the platform admin who forced it out of a stuck exit (`kubectl yunzhang
 /// force-exit`). The ValidatingAdmissionPolicy `yunzhang-force-exit` admits it only as the
 /// authenticated user, holding the `force-exit` verb on resourcerequests, and never changed.

@@ -634,6 +634,7 @@ fn request_facts(
         classification: rr.spec.classification,
         requester,
         requester_groups,
+        editors: annotations::editors(rr.annotations()),
         department: department.to_owned(),
     }
 }

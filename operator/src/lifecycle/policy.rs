@@ -28,6 +28,9 @@ pub struct RequestFacts {
     /// The authenticated user who created the request (`status.requester`).
     pub requester: String,
     pub requester_groups: Vec<String>,
+    /// Users who changed the request's spec after it was created (`yunzhang.io/editors`): they
+    /// count as requesters for four eyes.
+    pub editors: Vec<String>,
     /// The Department the request belongs to.
     pub department: String,
 }
@@ -93,6 +96,10 @@ pub enum Refusal {
         "{user} is the requester and can't decide on their own request (four eyes): ask another approver of stage {stage}"
     )]
     OwnRequest { user: String, stage: String },
+    #[error(
+        "{user} changed this request's spec (metadata.annotations[yunzhang.io/editors]) and can't decide on it (four eyes): ask another approver of stage {stage}"
+    )]
+    EditedRequest { user: String, stage: String },
     #[error(
         "{user} is not an approver of stage {stage} (approvers: {approvers}): ask one of them to decide"
     )]
@@ -258,23 +265,29 @@ impl Refusal {
             | Self::StageNotApplicable { .. }
             | Self::NotAnApprover { .. }
             | Self::AlreadyCounted { .. } => "spec.stage",
-            Self::OwnRequest { .. } | Self::SameDepartment { .. } => {
+            Self::OwnRequest { .. } | Self::EditedRequest { .. } | Self::SameDepartment { .. } => {
                 "metadata.annotations[yunzhang.io/approver]"
             }
         }
     }
 }
 
-/// Four eyes: the requester can never decide on their own request, whatever the policy says.
+/// Four eyes: the requester, and whoever changed the spec, can never decide on the request,
+/// whatever the policy says.
 fn own_request_refusal(
     approval: &ApprovalFacts,
     request: &RequestFacts,
     stage: &str,
 ) -> Option<Refusal> {
-    (approval.approver.user == request.requester).then(|| Refusal::OwnRequest {
-        user: approval.approver.user.clone(),
-        stage: stage.to_owned(),
-    })
+    let user = approval.approver.user.clone();
+    let stage = stage.to_owned();
+    if user == request.requester {
+        Some(Refusal::OwnRequest { user, stage })
+    } else if request.editors.contains(&user) {
+        Some(Refusal::EditedRequest { user, stage })
+    } else {
+        None
+    }
 }
 
 /// Separation of departments, unless the policy allows same-department approval.

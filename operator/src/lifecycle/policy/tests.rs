@@ -61,6 +61,7 @@ fn request(cost: Option<&str>, classification: Classification) -> RequestFacts {
         classification,
         requester: "alice".into(),
         requester_groups: vec!["gx-finance-staff".into()],
+        editors: Vec::new(),
         department: "gx-finance".into(),
     }
 }
@@ -419,6 +420,24 @@ fn four_eyes_holds_whatever_the_policy() {
         judge_approval(&p.stages[2], &a, &req, &binding(), &p.separation_of_duties),
         Err(Refusal::OwnRequest { .. })
     ));
+}
+
+#[test]
+fn whoever_changed_the_spec_counts_as_a_requester() {
+    let p = default_policy();
+    let a = ApprovalFacts {
+        approver: approver("wang", &["dept-heads"], &[]),
+        ..approval("a1", "department", "wang", "department")
+    };
+    let mut req = request(Some("12000"), Classification::Internal);
+    req.editors = vec!["wang".into()];
+    let refused = judge_approval(&p.stages[0], &a, &req, &binding(), &p.separation_of_duties);
+    assert!(
+        matches!(&refused, Err(Refusal::EditedRequest { user, .. }) if user == "wang"),
+        "{refused:?}"
+    );
+    req.editors = vec!["li".into()];
+    assert!(judge_approval(&p.stages[0], &a, &req, &binding(), &p.separation_of_duties).is_ok());
 }
 
 // ---- progress -----------------------------------------------------------------------------
