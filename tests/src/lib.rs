@@ -140,7 +140,7 @@ pub async fn with_own_identity(client: &Client, value: &serde_json::Value) -> se
         *annotations = serde_json::json!({});
     }
     annotations[user_key] = user.into();
-    annotations[groups_key] = groups.join(",").into();
+    annotations[groups_key] = yunzhang::api::annotations::groups_value(&groups).into();
     value
 }
 

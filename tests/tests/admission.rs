@@ -16,7 +16,7 @@ use kube::{
 use serde_json::{Value, json};
 use yunzhang::api::{
     Approval, Department, ResourceRequest,
-    annotations::{APPROVER, APPROVER_GROUPS, REQUESTER, REQUESTER_GROUPS},
+    annotations::{APPROVER, APPROVER_GROUPS, REQUESTER, REQUESTER_GROUPS, groups_value},
 };
 use yunzhang_integration::*;
 
@@ -173,7 +173,7 @@ async fn requester_is_recorded(client: &Client, ns: &str, user: &str) -> anyhow:
         "requester recorded as {annotations}"
     );
     ensure!(
-        annotations[REQUESTER_GROUPS] == groups.join(","),
+        annotations[REQUESTER_GROUPS] == groups_value(&groups),
         "groups recorded as {annotations}, API server says {groups:?}"
     );
     Ok(())
@@ -204,7 +204,7 @@ async fn typed_identity_of_someone_else_is_refused(
     let own = request(
         ns,
         &unique("rr"),
-        json!({REQUESTER: me, REQUESTER_GROUPS: groups.join(",")}),
+        json!({REQUESTER: me, REQUESTER_GROUPS: groups_value(&groups)}),
     );
     create(client, own)
         .await
@@ -356,7 +356,7 @@ async fn approvals_are_judged(
         "{approved}"
     );
     ensure!(
-        approved["metadata"]["annotations"][APPROVER_GROUPS] == groups.join(","),
+        approved["metadata"]["annotations"][APPROVER_GROUPS] == groups_value(&groups),
         "{approved}"
     );
     // An Approval is immutable, and so is who made it.

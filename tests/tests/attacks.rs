@@ -14,6 +14,9 @@
 //! colleague's request, and then can't approve it; nobody can erase the record of who changed
 //! it; another approver can.
 //!
+//! Groups can't be spliced: a member in a group named `x,<dept>-office` is recorded as in that
+//! one group (a JSON array), never as in `<dept>-office`; typing the comma-joined form is refused.
+//!
 //! The destroy fails for real: the operator's tofu is the pinned tofu behind a wrapper that
 //! answers `destroy` in this test's namespace with an error, as a provider that is gone would.
 
@@ -27,7 +30,7 @@ use kube::{
 use serde_json::{Value, json};
 use yunzhang::api::{
     CloudQuota, Phase, ResourceRequest,
-    annotations::{EDITORS, FORCE_EXIT_BY, FORCE_EXIT_REASON},
+    annotations::{EDITORS, FORCE_EXIT_BY, FORCE_EXIT_REASON, REQUESTER_GROUPS, parse_groups},
     resource_request::RunPhase,
 };
 use yunzhang_integration::*;
@@ -160,6 +163,9 @@ async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
     whoever_changed_the_spec_cannot_approve_it(&admin, &dept, &member)
         .await
         .context("four eyes against every editor")?;
+    groups_cannot_be_spliced(&dept, &member)
+        .await
+        .context("groups")?;
     let _ = std::fs::remove_dir_all(tofu.parent().context("tofu's dir")?);
     Ok(())
 }
@@ -446,4 +452,46 @@ async fn whoever_changed_the_spec_cannot_approve_it(
     .await
     .context("approved by someone who didn't change it, it runs")?;
     Ok(())
+}
+
+async fn groups_cannot_be_spliced(dept: &str, member: &str) -> anyhow::Result<()> {
+    let spliced = format!("x,{dept}-office");
+    let as_member = client_as(member, &[&spliced]).await;
+    let requests: Api<ResourceRequest> = Api::namespaced(as_member.clone(), dept);
+    // 48 vCPU: more than is left, so it waits and nothing is provisioned.
+    let request = |name: &str| {
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+               "metadata": {"name": name, "namespace": dept},
+               "spec": {"purpose": "上云测试", "items": [
+                   {"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 24, "vcpu": 2}]}})
+    };
+    apply(&as_member, &request("spliced")).await?;
+    let recorded = requests
+        .get("spliced")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(REQUESTER_GROUPS)
+        .cloned()
+        .unwrap_or_default();
+    let groups = parse_groups(&recorded);
+    ensure!(
+        groups.contains(&spliced) && !groups.contains(&format!("{dept}-office")),
+        "recorded as the one group it is: {recorded}"
+    );
+    let mut forged = request("forged");
+    forged["metadata"]["annotations"] = json!({
+        "yunzhang.io/requester": member,
+        REQUESTER_GROUPS: format!("{spliced},system:authenticated"),
+    });
+    refused(
+        "a comma-joined groups annotation",
+        requests
+            .create(&Default::default(), &serde_json::from_value(forged)?)
+            .await,
+        &[
+            "metadata.annotations[yunzhang.io/requester-groups] is recorded from the authenticated user's groups",
+        ],
+    )
 }

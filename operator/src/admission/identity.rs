@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::api::annotations::{
-    APPROVER, APPROVER_GROUPS, EDITORS, REQUESTER, REQUESTER_GROUPS, editors,
+    APPROVER, APPROVER_GROUPS, EDITORS, REQUESTER, REQUESTER_GROUPS, editors, groups_value,
 };
 
 /// The kinds whose creator is recorded, by their plural resource name.
@@ -45,12 +45,6 @@ impl RecordedKind {
             Self::Approval => (APPROVER, APPROVER_GROUPS),
         }
     }
-}
-
-/// The groups annotation value: the API server's groups, comma-joined in its order (what the
-/// policy compares with `request.userInfo.groups.join(',')`).
-pub fn groups_value(groups: &[String]) -> String {
-    groups.join(",")
 }
 
 /// The JSONPatch operations (as JSON) that record `user` and `groups` on a new object of `kind`
@@ -153,7 +147,7 @@ mod tests {
             vec![
                 json!({"op": "add", "path": "/metadata/annotations", "value": {
                     "yunzhang.io/requester": "alice",
-                    "yunzhang.io/requester-groups": "gx-finance-staff,system:authenticated",
+                    "yunzhang.io/requester-groups": "[\"gx-finance-staff\",\"system:authenticated\"]",
                 }})
             ]
         );
@@ -167,7 +161,7 @@ mod tests {
             ops,
             vec![
                 json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1approver", "value": "bob"}),
-                json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1approver-groups", "value": "gx-finance-staff,system:authenticated"}),
+                json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1approver-groups", "value": "[\"gx-finance-staff\",\"system:authenticated\"]"}),
             ]
         );
     }
@@ -185,7 +179,7 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1requester-groups", "value": "gx-finance-staff,system:authenticated"})
+                json!({"op": "add", "path": "/metadata/annotations/yunzhang.io~1requester-groups", "value": "[\"gx-finance-staff\",\"system:authenticated\"]"})
             ]
         );
         let both = BTreeMap::from([
@@ -198,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn the_patch_applies_and_round_trips_through_split_groups() {
+    fn the_patch_applies_and_round_trips_through_parse_groups() {
         let mut object = json!({"metadata": {"name": "r", "annotations": {"a": "b"}}});
         let ops = identity_patch(
             RecordedKind::ResourceRequest,
@@ -211,7 +205,7 @@ mod tests {
         let recorded = object["metadata"]["annotations"][REQUESTER_GROUPS]
             .as_str()
             .unwrap();
-        assert_eq!(crate::api::annotations::split_groups(recorded), groups());
+        assert_eq!(crate::api::annotations::parse_groups(recorded), groups());
         assert_eq!(object["metadata"]["annotations"][REQUESTER], "alice");
     }
 

@@ -5,20 +5,24 @@
 
 /// On a ResourceRequest: the user who created it.
 pub const REQUESTER: &str = "yunzhang.io/requester";
-/// On a ResourceRequest: the creating user's groups, comma-separated, in the API server's order.
+/// On a ResourceRequest: the creating user's groups, a JSON array in the API server's order.
 pub const REQUESTER_GROUPS: &str = "yunzhang.io/requester-groups";
 /// On an Approval: the user who created it (the approver).
 pub const APPROVER: &str = "yunzhang.io/approver";
-/// On an Approval: the approver's groups, comma-separated, in the API server's order.
+/// On an Approval: the approver's groups, a JSON array in the API server's order.
 pub const APPROVER_GROUPS: &str = "yunzhang.io/approver-groups";
 
-/// Splits a groups annotation value.
-pub fn split_groups(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .filter(|g| !g.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// A groups annotation value: the groups as a JSON array, so no group name can read back as
+/// two (a group `x,security-office` stays one group). The ValidatingAdmissionPolicies build the
+/// same text from `request.userInfo.groups`.
+pub fn groups_value(groups: &[String]) -> String {
+    serde_json::to_string(groups).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The groups of a groups annotation value ([`groups_value`]); none when it is not a JSON
+/// array of strings (fewer groups never grant more).
+pub fn parse_groups(value: &str) -> Vec<String> {
+    serde_json::from_str(value).unwrap_or_default()
 }
 
 /// On a ResourceRequest the operator creates for a MigrationWorkload: the user who created the
@@ -44,7 +48,7 @@ pub fn effective_requester(
     };
     Some((
         user.clone(),
-        groups.map(|g| split_groups(g)).unwrap_or_default(),
+        groups.map(|g| parse_groups(g)).unwrap_or_default(),
     ))
 }
 
@@ -59,7 +63,12 @@ pub const EDITORS: &str = "yunzhang.io/editors";
 pub fn editors(annotations: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     annotations
         .get(EDITORS)
-        .map(|v| split_groups(v))
+        .map(|v| {
+            v.split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -95,7 +104,7 @@ mod tests {
         a.insert(ON_BEHALF_OF.to_owned(), "alice".to_owned());
         a.insert(
             ON_BEHALF_OF_GROUPS.to_owned(),
-            "staff,system:authenticated".to_owned(),
+            r#"["staff","system:authenticated"]"#.to_owned(),
         );
         assert_eq!(
             effective_requester(&a),
@@ -105,5 +114,14 @@ mod tests {
             ))
         );
         assert_eq!(effective_requester(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn a_group_with_a_comma_reads_back_as_one_group() {
+        let groups = vec!["x,security-office".to_owned(), "a\"b".to_owned()];
+        let value = groups_value(&groups);
+        assert_eq!(value, r#"["x,security-office","a\"b"]"#);
+        assert_eq!(parse_groups(&value), groups);
+        assert_eq!(parse_groups("x,security-office"), Vec::<String>::new());
     }
 }

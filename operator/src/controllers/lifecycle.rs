@@ -661,7 +661,7 @@ fn approval_facts(a: &Approval, departments: &[Arc<Department>]) -> ApprovalFact
         .unwrap_or_default();
     let groups = annotations
         .get(annotations::APPROVER_GROUPS)
-        .map(|g| annotations::split_groups(g))
+        .map(|g| annotations::parse_groups(g))
         .unwrap_or_default();
     let departments = departments
         .iter()

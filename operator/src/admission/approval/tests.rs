@@ -12,7 +12,7 @@ fn request(generation: i64, status: Value) -> ResourceRequest {
     serde_json::from_value(json!({
         "apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
         "metadata": {"name": "tax-portal", "namespace": "gx-finance", "uid": UID, "generation": generation,
-                     "annotations": {"yunzhang.io/requester": "alice", "yunzhang.io/requester-groups": "gx-finance-staff,system:authenticated"}},
+                     "annotations": {"yunzhang.io/requester": "alice", "yunzhang.io/requester-groups": "[\"gx-finance-staff\",\"system:authenticated\"]"}},
         "spec": {"purpose": "测试", "items": [{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 1, "vcpu": 2}]},
         "status": status,
     }))
