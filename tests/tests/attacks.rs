@@ -14,6 +14,9 @@
 //! colleague's request, and then can't approve it; nobody can erase the record of who changed
 //! it; another approver can.
 //!
+//! Apply exactly what was approved: the workspace kept in the plan ConfigMap is changed after
+//! planning (its recorded hash left as it was); once approved, the apply refuses it, nothing runs.
+//!
 //! Groups can't be spliced: a member in a group named `x,<dept>-office` is recorded as in that
 //! one group (a JSON array), never as in `<dept>-office`; typing the comma-joined form is refused.
 //!
@@ -163,6 +166,9 @@ async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
     whoever_changed_the_spec_cannot_approve_it(&admin, &dept, &member)
         .await
         .context("four eyes against every editor")?;
+    what_runs_is_what_was_approved(&admin, &dept, &member)
+        .await
+        .context("apply exactly what was approved")?;
     groups_cannot_be_spliced(&dept, &member)
         .await
         .context("groups")?;
@@ -494,4 +500,73 @@ async fn groups_cannot_be_spliced(dept: &str, member: &str) -> anyhow::Result<()
             "metadata.annotations[yunzhang.io/requester-groups] is recorded from the authenticated user's groups",
         ],
     )
+}
+
+async fn what_runs_is_what_was_approved(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let office = format!("{dept}-office");
+    let approver = format!("{dept}-other-approver");
+    let as_member = client_as(member, &[]).await;
+    apply(
+        &as_member,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+                "metadata": {"name": "tampered", "namespace": dept},
+                "spec": {"purpose": "上云测试", "items": [
+                    {"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 10, "vcpu": 2}]}}),
+    )
+    .await?;
+    let requests: Api<ResourceRequest> = Api::namespaced(admin.clone(), dept);
+    wait_for(&requests, "tampered", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::AwaitingApproval) && s.plan.is_some())
+    })
+    .await
+    .context("planned, waiting for the office")?;
+    // Someone with write access to ConfigMaps changes the planned workspace, keeping its hash.
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(admin.clone(), dept);
+    let mut plan = configmaps.get("tampered-plan").await?;
+    let data = plan.data.get_or_insert_with(Default::default);
+    let file = data
+        .keys()
+        .find(|k| k.ends_with(".tf"))
+        .cloned()
+        .context("a .tf file in the plan ConfigMap")?;
+    data.entry(file)
+        .and_modify(|content| content.push_str("\n# changed after it was planned\n"));
+    configmaps
+        .replace("tampered-plan", &Default::default(), &plan)
+        .await?;
+    let (ok, out) = cli_as(
+        &approver,
+        &[&office],
+        &["approve", "tampered", "-n", dept, "--stage", "office"],
+    )
+    .await?;
+    ensure!(ok, "approved: {out}");
+    let failed = wait_for(&requests, "tampered", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Failed))
+    })
+    .await
+    .context("the apply refuses the changed workspace")?;
+    let apply = failed
+        .status
+        .and_then(|s| s.apply)
+        .context("the apply run")?;
+    let message = apply.message.unwrap_or_default();
+    ensure!(
+        apply.state == RunPhase::Failed
+            && message.contains(&format!(
+                "the workspace in ConfigMap {dept}/tampered-plan was changed after it was planned"
+            ))
+            && message.contains("nothing was applied"),
+        "{message}"
+    );
+    Ok(())
 }

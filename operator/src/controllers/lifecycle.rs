@@ -49,7 +49,7 @@ use crate::{
     iac::{
         LocalExecutor, ProviderConfig, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
         executor::{Credentials, Executor, RunContext, executor_for_provider},
-        render_workspace,
+        render_workspace, workspace_hash,
     },
     lifecycle::{
         filing::{FilingNumber, next_filing_number},
@@ -230,16 +230,18 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
                 // ConfigMap): the filing number given since then reaches the tags with the
                 // next change, never by applying something nobody approved.
                 let result = match prepare_run(&ctx, &rr, &world, &st).await {
-                    Ok(run) => {
-                        let workspace = planned_workspace(&ctx, &rr)
-                            .await
-                            .filter(|(_, g)| *g == generation)
-                            .map_or(run.workspace, |(ws, _)| ws);
-                        run.executor
-                            .apply(run.context, workspace, plan_hash)
-                            .await
-                            .map_err(|e| e.0)
-                    }
+                    Ok(run) => match planned_workspace(&ctx, &rr).await {
+                        Ok(planned) => {
+                            let workspace = planned
+                                .filter(|(_, g)| *g == generation)
+                                .map_or(run.workspace, |(ws, _)| ws);
+                            run.executor
+                                .apply(run.context, workspace, plan_hash)
+                                .await
+                                .map_err(|e| e.0)
+                        }
+                        Err(altered) => Err(altered),
+                    },
                     Err(e) => Err(e),
                 };
                 let finished = Some(rfc3339(crate::clock::now()));
@@ -955,7 +957,7 @@ async fn check_drift(
         .insert(rr.uid().unwrap_or_default(), std::time::Instant::now());
     let generation = rr.meta().generation;
     let applied = match planned_workspace(ctx, rr).await {
-        Some((ws, g)) if Some(g) == st.applied_generation => ws,
+        Ok(Some((ws, g))) if Some(g) == st.applied_generation => ws,
         // The kept workspace is not the applied one (a change was turned down since).
         _ => return,
     };
@@ -1055,23 +1057,39 @@ async fn save_secret_outputs(
     Ok(())
 }
 
-/// The workspace last planned, as kept in the plan ConfigMap (see [`save_plan`]).
+/// The workspace last planned, as kept in the plan ConfigMap (see [`save_plan`]), if there is
+/// one. Its hash is computed from the files that will run, never taken from the ConfigMap: files
+/// changed after planning are refused (nothing unapproved is applied).
 async fn planned_workspace(
     ctx: &SharedContext,
     rr: &ResourceRequest,
-) -> Option<(RenderedWorkspace, i64)> {
-    let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &rr.namespace()?)
-        .get_opt(&format!("{}-plan", rr.name_any()))
+) -> Result<Option<(RenderedWorkspace, i64)>, String> {
+    let ns = rr.namespace().unwrap_or_default();
+    let name = format!("{}-plan", rr.name_any());
+    let Ok(Some(cm)) = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
         .await
-        .ok()??;
-    let data = cm.data?;
-    let hash = data.get("hash")?.clone();
-    let generation = data.get("generation")?.parse().ok()?;
-    let files = data
+    else {
+        return Ok(None);
+    };
+    let data = cm.data.unwrap_or_default();
+    let (Some(planned), Some(generation)) = (
+        data.get("hash").cloned(),
+        data.get("generation").and_then(|g| g.parse().ok()),
+    ) else {
+        return Ok(None);
+    };
+    let files: BTreeMap<String, String> = data
         .into_iter()
-        .filter(|(name, _)| name.ends_with(".tf"))
+        .filter(|(file, _)| file.ends_with(".tf"))
         .collect();
-    Some((RenderedWorkspace { files, hash }, generation))
+    let hash = workspace_hash(&files);
+    if hash != planned {
+        return Err(format!(
+            "the workspace in ConfigMap {ns}/{name} was changed after it was planned (its files hash to {hash}, the plan was made for {planned}): nothing was applied; edit the request to have a new plan made and approved"
+        ));
+    }
+    Ok(Some((RenderedWorkspace { files, hash }, generation)))
 }
 
 /// The next filing number of the year in `Asia/Shanghai`, recorded in the filing ConfigMap

@@ -40,5 +40,5 @@ pub use job::{JobConfig, JobExecutor};
 pub use local::{KubeAccess, LocalConfig, LocalExecutor, LocalExecutorArgs};
 pub use render::{
     ProviderConfig, RenderError, RenderedWorkspace, RequestRef, StateBackend, WorkspaceInput,
-    render_workspace,
+    render_workspace, workspace_hash,
 };
