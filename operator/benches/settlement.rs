@@ -218,6 +218,8 @@ fn books() -> Vec<(String, PriceBookSpec)> {
                     unit: s.unit,
                     price: money(price_fen(if after { s.after } else { s.before }, p)),
                     per: s.per_gib.then_some(PricePer::GiB),
+                    vcpu: None,
+                    memory_gi_b: None,
                 })
                 .collect()
         };

@@ -17,6 +17,9 @@
 //! Apply exactly what was approved: the workspace kept in the plan ConfigMap is changed after
 //! planning (its recorded hash left as it was); once approved, the apply refuses it, nothing runs.
 //!
+//! The estimate prices what will be provisioned: the cheap SKU (2 vCPU, as its PriceBook says)
+//! asked with 16 vCPU is not priced as the cheap SKU, so it is not approved automatically.
+//!
 //! Groups can't be spliced: a member in a group named `x,<dept>-office` is recorded as in that
 //! one group (a JSON array), never as in `<dept>-office`; typing the comma-joined form is refused.
 //!
@@ -72,7 +75,7 @@ async fn department(admin: &Client, dept: &str, member: &str) -> anyhow::Result<
                         "modules": {"ecs": {"source": "./modules/ecs"}}}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "PriceBook", "metadata": {"name": dept},
                "spec": {"provider": dept, "currency": "CNY", "effectiveFrom": "2026-01-01T00:00:00+08:00",
-                        "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80"}]}}),
+                        "items": [{"sku": "ecs.c2.large", "unit": "hour", "price": "0.80", "vcpu": 2, "memoryGiB": 4}]}}),
         json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ApprovalPolicy", "metadata": {"name": dept},
                "spec": {"autoApprove": {"maxMonthlyCost": "5000.00"},
                         "stages": [{"name": "office", "allowSameDepartment": true,
@@ -166,6 +169,9 @@ async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
     whoever_changed_the_spec_cannot_approve_it(&admin, &dept, &member)
         .await
         .context("four eyes against every editor")?;
+    a_cheap_sku_is_not_priced_for_more_than_it_is(&admin, &dept, &member)
+        .await
+        .context("the estimate prices what will be provisioned")?;
     what_runs_is_what_was_approved(&admin, &dept, &member)
         .await
         .context("apply exactly what was approved")?;
@@ -568,5 +574,37 @@ async fn what_runs_is_what_was_approved(
             && message.contains("nothing was applied"),
         "{message}"
     );
+    Ok(())
+}
+
+async fn a_cheap_sku_is_not_priced_for_more_than_it_is(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let as_member = client_as(member, &[]).await;
+    // One ecs.c2.large (¥584 a month, below what passes on its own) but with 16 vCPU.
+    apply(
+        &as_member,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+                "metadata": {"name": "oversized", "namespace": dept},
+                "spec": {"purpose": "上云测试", "items": [
+                    {"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 1, "vcpu": 16}]}}),
+    )
+    .await?;
+    let requests: Api<ResourceRequest> = Api::namespaced(admin.clone(), dept);
+    let waiting = wait_for(&requests, "oversized", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::AwaitingApproval) && s.plan.is_some())
+    })
+    .await
+    .context("not approved automatically: it waits for the office")?;
+    let status = serde_json::to_string(&waiting.status)?;
+    ensure!(
+        status.contains("item web asks vcpu 16, but SKU ecs.c2.large has 2"),
+        "the request says why it has no price: {status}"
+    );
+    requests.delete("oversized", &Default::default()).await?;
     Ok(())
 }

@@ -64,6 +64,15 @@ pub struct PriceItem {
     /// `GiB` when the price is per GiB of the item's size, rather than per resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<PricePer>,
+    /// vCPUs of one resource of this SKU (ecs), 1 to 512: a request item of this SKU asks
+    /// exactly this many or leaves `vcpu` out, so the price is that of what is provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub vcpu: Option<u32>,
+    /// Memory of one resource of this SKU in GiB (ecs), 1 to 4096; as `vcpu`.
+    #[serde(default, rename = "memoryGiB", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub memory_gi_b: Option<u32>,
 }
 
 /// Time unit of a price.

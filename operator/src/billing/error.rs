@@ -63,6 +63,18 @@ pub enum BillingError {
     /// A resource item priced per GiB that gives no size.
     #[error("item {item}: SKU {sku} is priced per GiB but the item gives no size in GiB")]
     MissingSize { item: String, sku: String },
+    /// An item asks a size its SKU doesn't have (the book says what one resource of it is).
+    #[error(
+        "item {item} asks {field} {asked}, but SKU {sku} has {has} (PriceBook {book}): ask a SKU of that size, or leave {field} out"
+    )]
+    SizeMismatch {
+        item: String,
+        sku: String,
+        book: String,
+        field: &'static str,
+        asked: u32,
+        has: u32,
+    },
     /// A local calendar instant that the time zone never shows (a gap of many hours).
     #[error("the time zone {zone} has no instant at or after {local} within a day")]
     NoLocalTime { zone: String, local: String },
@@ -83,6 +95,7 @@ impl BillingError {
             BillingError::NoPrice { .. } => "no_price",
             BillingError::InvalidInterval { .. } => "invalid_interval",
             BillingError::MissingSize { .. } => "missing_size",
+            BillingError::SizeMismatch { .. } => "size_mismatch",
             BillingError::NoLocalTime { .. } => "no_local_time",
         }
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::BillingError;
 use super::charge::{metered_quantity, unit_label};
 use super::money::{apply_discount, format_money, format_signed, round_fen};
-use super::prices::Prices;
+use super::prices::{PricePoint, Prices};
 use crate::api::price_book::{PricePer, PriceUnit};
 use crate::api::resource_request::Estimate;
 use crate::api::{Currency, ResourceItem, ResourceType};
@@ -87,6 +87,7 @@ pub fn estimate_monthly(
             what: format!("the estimate of item {}", item.name),
         };
         let price = prices.resolve(provider, &item.sku, at)?;
+        sizes_agree(item, price)?;
         let quantity = metered_quantity(item, price.per)?;
         let months = match price.unit {
             PriceUnit::Hour => Decimal::from(HOURS_PER_MONTH),
@@ -112,6 +113,29 @@ pub fn estimate_monthly(
         });
     }
     Ok(estimate)
+}
+
+/// An item of a SKU whose book says its size asks that size (or leaves it out): a cheap SKU
+/// can't be asked for with 512 vCPU and priced as the cheap SKU.
+fn sizes_agree(item: &ResourceItem, price: &PricePoint) -> Result<(), BillingError> {
+    for (field, asked, has) in [
+        ("vcpu", item.vcpu, price.vcpu),
+        ("memoryGiB", item.memory_gi_b, price.memory_gi_b),
+    ] {
+        if let (Some(asked), Some(has)) = (asked, has)
+            && asked != has
+        {
+            return Err(BillingError::SizeMismatch {
+                item: item.name.clone(),
+                sku: item.sku.clone(),
+                book: price.book.to_string(),
+                field,
+                asked,
+                has,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The change in monthly cost, `new − old`; negative when the change costs less.

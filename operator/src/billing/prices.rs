@@ -36,6 +36,9 @@ pub struct PricePoint {
     pub per: Option<PricePer>,
     /// Price per unit in yuan.
     pub price: Decimal,
+    /// vCPUs and memory (GiB) of one resource of this SKU, where the book says.
+    pub vcpu: Option<u32>,
+    pub memory_gi_b: Option<u32>,
     /// In force from this instant (inclusive).
     pub from: DateTime<Utc>,
     /// In force until this instant (exclusive); `None` is open-ended.
@@ -267,6 +270,8 @@ fn parse_book(name: &str, spec: &PriceBookSpec) -> Result<Vec<PricePoint>, Billi
                 unit: item.unit,
                 per: item.per,
                 price,
+                vcpu: item.vcpu,
+                memory_gi_b: item.memory_gi_b,
                 from,
                 until,
                 discounts: discounts.clone(),
@@ -329,6 +334,8 @@ pub(crate) mod tests {
                     unit: *unit,
                     price: Money::from(*price),
                     per: per_gib.then_some(PricePer::GiB),
+                    vcpu: None,
+                    memory_gi_b: None,
                 })
                 .collect(),
             discounts: discounts

@@ -496,6 +496,50 @@ fn monthly_estimate_and_delta() {
     assert_eq!(list.to_status(None).unwrap().monthly_delta, None);
 }
 
+#[test]
+fn an_item_asking_more_than_its_sku_is_not_priced_as_that_sku() {
+    let mut spec = book(
+        "aliyun-gov",
+        "2026-01-01T00:00:00+08:00",
+        None,
+        &[("ecs.c2.large", H, "0.80", false)],
+        &[],
+    );
+    spec.items[0].vcpu = Some(2);
+    spec.items[0].memory_gi_b = Some(4);
+    let p = Prices::from_books([("aliyun-2026", &spec)]).unwrap();
+    let item = |extra: serde_json::Value| -> Vec<ResourceItem> {
+        let mut v =
+            serde_json::json!({"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 1});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        vec![serde_json::from_value(v).unwrap()]
+    };
+    let at = t("2026-10-01T00:00:00Z");
+    let err = estimate_monthly(
+        &item(serde_json::json!({"vcpu": 512})),
+        &p,
+        "aliyun-gov",
+        "d",
+        at,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "item web asks vcpu 512, but SKU ecs.c2.large has 2 (PriceBook aliyun-2026): ask a SKU \
+         of that size, or leave vcpu out"
+    );
+    assert_eq!(err.metric_label(), "size_mismatch");
+    for fits in [
+        serde_json::json!({"vcpu": 2, "memoryGiB": 4}),
+        serde_json::json!({}),
+    ] {
+        let priced = estimate_monthly(&item(fits), &p, "aliyun-gov", "d", at).unwrap();
+        assert_eq!(priced.total, d("584.00"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------------------------

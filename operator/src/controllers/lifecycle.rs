@@ -332,12 +332,7 @@ async fn reconcile(rr: Arc<ResourceRequest>, ctx: SharedContext) -> Result<Actio
     }
 
     st.phase = Some(decision.phase);
-    st.message = Some(match &world.policy_problem {
-        Some(p) if decision.phase == Phase::AwaitingApproval => {
-            format!("{}; {p}", decision.message)
-        }
-        _ => decision.message.clone(),
-    });
+    st.message = Some(status_message(&decision, &world));
     st.observed_generation = rr.meta().generation;
     st.requester = annotations::effective_requester(rr.annotations()).map(|(user, _)| user);
     st.estimate = estimate_status(&world);
@@ -596,6 +591,21 @@ async fn observe(ctx: &SharedContext, rr: &ResourceRequest) -> Result<Option<Wor
         policy_problem,
         provider,
     }))
+}
+
+/// `status.message`: the decision's, and while approvals are awaited, what stands in their way
+/// (no policy) and why the request has no cost estimate (so it isn't approved automatically).
+fn status_message(decision: &machine::Decision, world: &World) -> String {
+    let mut message = decision.message.clone();
+    if decision.phase == Phase::AwaitingApproval {
+        if let Some(problem) = &world.policy_problem {
+            message = format!("{message}; {problem}");
+        }
+        if let Err(e) = &world.estimate {
+            message = format!("{message}; no cost estimate, so not approved automatically: {e}");
+        }
+    }
+    message
 }
 
 /// The force-exit recorded on the request (admitted only as its platform admin, see
