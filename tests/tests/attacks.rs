@@ -492,6 +492,18 @@ async fn groups_cannot_be_spliced(dept: &str, member: &str) -> anyhow::Result<()
         groups.contains(&spliced) && !groups.contains(&format!("{dept}-office")),
         "recorded as the one group it is: {recorded}"
     );
+    // Status is the operator's: the member can't write it, not even on their own request.
+    let status_write = requests
+        .patch_status(
+            "spliced",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Active"}})),
+        )
+        .await;
+    ensure!(
+        matches!(&status_write, Err(kube::Error::Api(s)) if s.code == 403),
+        "a member writing status: {status_write:?}"
+    );
     let mut forged = request("forged");
     forged["metadata"]["annotations"] = json!({
         "yunzhang.io/requester": member,
