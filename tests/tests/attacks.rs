@@ -218,6 +218,9 @@ async fn finalizers_are_the_operators_and_a_stuck_deletion_is_forced_out_on_the_
     .await
     .context("the request runs")?;
     used_vcpu_is(&admin, &dept, 2).await?;
+    // Billed for a couple of seconds at least (metering has whole seconds; a zero-second
+    // interval bills nothing, and a request with nothing billed goes as soon as it exits).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     mine.delete("stuck", &DeleteParams::default()).await?;
     wait_for(&mine, "stuck", WAIT, |r| {
         r.status.as_ref().is_some_and(|s| {

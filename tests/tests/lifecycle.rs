@@ -463,15 +463,16 @@ async fn staged_approval_edit_and_delete(client: &Client, f: &Fixture) -> anyhow
         requests(client, ns).get_opt("portal").await?.is_some(),
         "deleted before its billed period was settled"
     );
-    // Finance settles this month for the department: finalized, the request may go.
-    let month = (chrono::Utc::now() + chrono::Duration::hours(8))
-        .format("%Y-%m")
-        .to_string();
-    let report = format!("{ns}-{month}");
+    // Finance settles the department up to now (a month is finalized only once it is over; a
+    // range that has ended may be): finalized, the request may go.
+    let now = chrono::Utc::now();
+    let range =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     apply(
         client,
-        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": report},
-                "spec": {"period": {"month": month}, "scope": {"departments": [ns]}, "finalize": true}}),
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "SettlementReport", "metadata": {"name": format!("{ns}-to-date")},
+                "spec": {"period": {"from": range(now - chrono::Duration::hours(1)), "to": range(now)},
+                         "scope": {"departments": [ns]}, "finalize": true}}),
     )
     .await?;
     let mut gone = false;

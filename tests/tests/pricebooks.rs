@@ -180,18 +180,27 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
             .is_some_and(|(reason, _)| reason == "Consistent")
     })
     .await?;
-    let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone())
-        .list(&ListParams::default())
-        .await?;
+    // The Events follow the status writes: wait for them.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone());
     for name in [&a1, &a2] {
-        ensure!(
-            events
+        let mut found = false;
+        for _ in 0..100 {
+            found = events
+                .list(&ListParams::default())
+                .await?
                 .items
                 .iter()
-                .any(|e| e.reason.as_deref() == Some("Overlap")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())),
-            "an Overlap Event on {name}"
-        );
+                .any(|e| {
+                    e.reason.as_deref() == Some("Overlap")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some(name.as_str())
+                });
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(found, "an Overlap Event on {name}");
     }
 
     // The settlement of both departments: P2's line settled, P1's item listed as unpriced.

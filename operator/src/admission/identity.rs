@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::api::annotations::{
-    APPROVER, APPROVER_GROUPS, EDITORS, REQUESTER, REQUESTER_GROUPS, editors, groups_value,
+    APPROVER, APPROVER_GROUPS, EDITORS, REQUESTER, REQUESTER_GROUPS, groups_value, with_editor,
 };
 
 /// The kinds whose creator is recorded, by their plural resource name.
@@ -86,13 +86,8 @@ pub fn editor_patch(
     annotations: Option<&BTreeMap<String, String>>,
     user: &str,
 ) -> Vec<Value> {
-    let recorded = annotations.map(editors).unwrap_or_default();
-    if !spec_changed || recorded.iter().any(|e| e == user) {
+    let Some(value) = with_editor(annotations, user).filter(|_| spec_changed) else {
         return Vec::new();
-    }
-    let value = match annotations.and_then(|a| a.get(EDITORS)) {
-        Some(old) if !old.is_empty() => format!("{old},{user}"),
-        _ => user.to_owned(),
     };
     match annotations {
         None => {

@@ -72,6 +72,20 @@ pub fn editors(annotations: &std::collections::BTreeMap<String, String>) -> Vec<
         .unwrap_or_default()
 }
 
+/// The editors value once `user` changed the spec: `user` appended to `annotations`' editors,
+/// unless already there (`None`: nothing to record). What policy `yunzhang-editors` requires.
+pub fn with_editor(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    user: &str,
+) -> Option<String> {
+    let old = annotations.and_then(|a| a.get(EDITORS)).map(String::as_str);
+    match old {
+        Some(old) if old.split(',').any(|e| e == user) => None,
+        Some(old) if !old.is_empty() => Some(format!("{old},{user}")),
+        _ => Some(user.to_owned()),
+    }
+}
+
 /// On a ResourceRequest: the platform admin who forced it out of a stuck exit (`kubectl yunzhang
 /// force-exit`). The ValidatingAdmissionPolicy `yunzhang-force-exit` admits it only as the
 /// authenticated user, holding the `force-exit` verb on resourcerequests, and never changed.

@@ -679,7 +679,14 @@ async fn retire(args: TargetArgs) -> anyhow::Result<String> {
     if rr.spec.lifecycle == DesiredLifecycle::Retired {
         return Ok(retire_text(&rr, true));
     }
-    let patch = serde_json::json!({"spec": {"lifecycle": "Retired"}});
+    // Retiring changes the spec: you are recorded among its editors (policy yunzhang-editors),
+    // here as well as by the admission webhook, so it works while no operator answers.
+    let mut patch = serde_json::json!({"spec": {"lifecycle": "Retired"}});
+    if let Some(me) = whoami(&client).await
+        && let Some(editors) = annotations::with_editor(rr.metadata.annotations.as_ref(), &me)
+    {
+        patch["metadata"] = serde_json::json!({"annotations": {annotations::EDITORS: editors}});
+    }
     match Api::<ResourceRequest>::namespaced(client.clone(), &ns)
         .patch(
             &args.request,

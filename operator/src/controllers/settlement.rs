@@ -124,23 +124,22 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
             write(&ctx, &report, &old, &failed).await?;
             return Ok(Action::requeue(RECOMPUTE));
         }
-        if report.spec.finalize && !settlement.unpriced.is_empty() {
-            // A finalized report is the record: it can't leave out what it couldn't price.
+        let hold = report
+            .spec
+            .finalize
+            .then(|| finalize_hold(settlement.period.end, crate::clock::now(), &settlement))
+            .flatten();
+        if let Some((reason, message)) = hold {
             status.phase = Some(ReportPhase::Computed);
-            let message = format!(
-                "not finalized: {} metered item(s) have no price ({}); the figures cover everything else, and the report is finalized once they can be priced",
-                settlement.unpriced.len(),
-                settlement.unpriced[0].reason
-            );
-            status.conditions = merged(&report, false, "Unpriced", &message);
-            let newly = !old.conditions.iter().any(|c| c.reason == "Unpriced");
+            status.conditions = merged(&report, false, reason, &message);
+            let newly = !old.conditions.iter().any(|c| c.reason == reason);
             write(&ctx, &report, &old, &status).await?;
             if newly {
                 publish_event(
                     &ctx,
                     report.as_ref(),
                     kube::runtime::events::EventType::Warning,
-                    "Unpriced",
+                    reason,
                     "Finalize",
                     message,
                 )
@@ -208,6 +207,35 @@ async fn reconcile(report: Arc<SettlementReport>, ctx: SharedContext) -> Result<
         Ok(Action::requeue(RECOMPUTE))
     })
     .await
+}
+
+/// Why a report asked to be finalized isn't, yet (reason, message): its period is not over
+/// (usage can still be added to it), or something in it has no price (a finalized report is the
+/// record: it can't leave out what it couldn't price). `None`: it may be finalized. Either way it
+/// is finalized by itself once the hold ends (`spec.finalize` stays true).
+pub fn finalize_hold(
+    period_end: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    settlement: &Settlement,
+) -> Option<(&'static str, String)> {
+    if now < period_end {
+        return Some((
+            "PeriodNotOver",
+            format!(
+                "not finalized: the period ends {}, and until then usage can still be added to it; the figures are kept current, and the report is finalized by itself once the period is over",
+                period_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ));
+    }
+    let first = settlement.unpriced.first()?;
+    Some((
+        "Unpriced",
+        format!(
+            "not finalized: {} metered item(s) have no price ({}); the figures cover everything else, and the report is finalized once they can be priced",
+            settlement.unpriced.len(),
+            first.reason
+        ),
+    ))
 }
 
 /// Settle the report's period and scope over the requests (pure).
@@ -311,4 +339,50 @@ async fn store_lines(
         namespace: ns,
         config_maps: names,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::settlement_report::{Scope, UnpricedItem};
+    use crate::billing::{FixedClock, Prices, calendar::parse_instant};
+
+    fn t(s: &str) -> chrono::DateTime<chrono::Utc> {
+        parse_instant("t", s).unwrap()
+    }
+
+    #[test]
+    fn a_report_is_finalized_only_once_its_period_is_over_and_everything_is_priced() {
+        let none: [(&str, &crate::api::price_book::PriceBookSpec); 0] = [];
+        let mut settlement = billing::settle(
+            &[],
+            &Prices::from_books(none).unwrap(),
+            &"2026-10".parse().unwrap(),
+            &Scope::default(),
+            &BillingConfig::default(),
+            &FixedClock(t("2026-11-20T00:00:00Z")),
+        )
+        .unwrap();
+        let end = settlement.period.end;
+        let (reason, message) =
+            finalize_hold(end, t("2026-10-31T15:59:59Z"), &settlement).expect("held");
+        assert_eq!(reason, "PeriodNotOver");
+        assert!(
+            message.starts_with("not finalized: the period ends 2026-10-31T16:00:00Z"),
+            "{message}"
+        );
+        assert_eq!(finalize_hold(end, end, &settlement), None);
+        settlement.unpriced.push(UnpricedItem {
+            request: "ns/r".into(),
+            item: "web".into(),
+            department: "d".into(),
+            provider: "p".into(),
+            sku: "s".into(),
+            reason: "no price: …".into(),
+        });
+        assert_eq!(
+            finalize_hold(end, end, &settlement).map(|(r, _)| r),
+            Some("Unpriced")
+        );
+    }
 }
