@@ -239,6 +239,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             )),
             notifier,
             hook_image_prefixes: args.hook_image_prefixes.clone(),
+            service_account: own_service_account(&client).await,
         });
         let stop = || signalled(shutdown_rx.clone());
         let controllers = ctx_controllers.run(ctx.clone(), &stop, triggers);
@@ -375,6 +376,28 @@ fn admin_router(state: AdminState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// The ServiceAccount the operator runs as, from the API server (SelfSubjectReview). `None`
+/// (with a warning) when it runs as anything else: department namespaces then get no binding for
+/// it, and what it does there needs the permissions it was given otherwise.
+async fn own_service_account(client: &kube::Client) -> Option<(String, String)> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = kube::Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await;
+    let user = review
+        .ok()
+        .and_then(|r| r.status?.user_info?.username)
+        .unwrap_or_default();
+    let account = crate::controllers::department::service_account_of(&user);
+    if account.is_none() {
+        tracing::warn!(
+            user,
+            "not running as a ServiceAccount: department namespaces get no operator RoleBinding"
+        );
+    }
+    account
 }
 
 #[cfg(test)]

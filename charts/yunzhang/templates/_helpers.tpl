@@ -73,17 +73,6 @@ Operator image: repository@digest, else repository:tag (tag defaults to the appV
 {{- end }}
 
 {{/*
-Names of the persona ClusterRoles the operator may bind (RoleBindings it creates per department
-namespace). Kept in one place: the operator ClusterRole's `bind` rule lists exactly these.
-*/}}
-{{- define "yunzhang.personaRoles" -}}
-- yunzhang-platform-admin
-- yunzhang-department-member
-- yunzhang-approver
-- yunzhang-finance-viewer
-{{- end }}
-
-{{/*
 A map of labels or annotations, values always quoted (so `y`, `on`, `1` stay strings).
 */}}
 {{- define "yunzhang.stringMap" -}}

@@ -46,6 +46,12 @@ pub const DEPARTMENT_FINALIZER: &str = "yunzhang.io/department-protection";
 pub const MEMBERS_BINDING: &str = "yunzhang-department-members";
 /// The ClusterRole department people get in their namespaces.
 pub const MEMBER_ROLE: &str = "yunzhang-department-member";
+/// The RoleBinding, in each department namespace, of the operator's own ServiceAccount to
+/// [`OPERATOR_NAMESPACE_ROLE`]: what it does there (plan ConfigMaps, secret outputs, hook and run
+/// Jobs) it may do only in namespaces it manages, never cluster-wide.
+pub const OPERATOR_BINDING: &str = "yunzhang-operator";
+/// The ClusterRole the operator binds itself to in each department namespace (chart).
+pub const OPERATOR_NAMESPACE_ROLE: &str = "yunzhang-operator-namespace";
 /// The NetworkPolicy isolating a department's namespaces from other departments.
 pub const ISOLATION_POLICY: &str = "yunzhang-department-isolation";
 
@@ -131,7 +137,28 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
     for ns in dept.owned_namespaces() {
         match ensure_namespace(&ctx, &dept, &ns).await? {
             Ok(()) => {
-                ensure_members_binding(&ctx, &dept, &ns).await?;
+                ensure_binding(
+                    &ctx,
+                    &dept,
+                    &ns,
+                    MEMBERS_BINDING,
+                    MEMBER_ROLE,
+                    people(&dept),
+                )
+                .await?;
+                if let Some((sa_ns, sa)) = &ctx.service_account {
+                    let operator =
+                        json!({"kind": "ServiceAccount", "name": sa, "namespace": sa_ns});
+                    ensure_binding(
+                        &ctx,
+                        &dept,
+                        &ns,
+                        OPERATOR_BINDING,
+                        OPERATOR_NAMESPACE_ROLE,
+                        vec![operator],
+                    )
+                    .await?;
+                }
                 ensure_isolation(&ctx, &dept, &ns).await?;
                 owned.push(ns);
             }
@@ -471,11 +498,8 @@ async fn ensure_namespace(
     Ok(Ok(()))
 }
 
-async fn ensure_members_binding(
-    ctx: &SharedContext,
-    dept: &Department,
-    ns: &str,
-) -> Result<(), Error> {
+/// The department's admins and members, as RBAC subjects (sorted, once each).
+fn people(dept: &Department) -> Vec<Value> {
     let mut subjects: Vec<Value> = dept
         .spec
         .admins
@@ -491,21 +515,42 @@ async fn ensure_members_binding(
         .collect();
     subjects.sort_by_key(|s| s.to_string());
     subjects.dedup();
+    subjects
+}
+
+/// The RoleBinding `name` in `ns` of `subjects` to the ClusterRole `role`, owned by `dept`.
+async fn ensure_binding(
+    ctx: &SharedContext,
+    dept: &Department,
+    ns: &str,
+    name: &str,
+    role: &str,
+    subjects: Vec<Value>,
+) -> Result<(), Error> {
     let patch = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": MEMBERS_BINDING, "namespace": ns, "labels": {DEPARTMENT_LABEL: dept.name_any()}, "ownerReferences": owner_refs(dept)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_ROLE},
+        "metadata": {"name": name, "namespace": ns, "labels": {DEPARTMENT_LABEL: dept.name_any()}, "ownerReferences": owner_refs(dept)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": subjects,
     });
     Api::<RoleBinding>::namespaced(ctx.client.clone(), ns)
         .patch(
-            MEMBERS_BINDING,
+            name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(patch),
         )
         .await?;
     Ok(())
+}
+
+/// The ServiceAccount (namespace, name) a user name stands for, if it is one
+/// (`system:serviceaccount:NS:NAME`).
+pub fn service_account_of(user: &str) -> Option<(String, String)> {
+    let rest = user.strip_prefix("system:serviceaccount:")?;
+    let (ns, name) = rest.split_once(':')?;
+    (!ns.is_empty() && !name.is_empty() && !name.contains(':'))
+        .then(|| (ns.to_owned(), name.to_owned()))
 }
 
 async fn ensure_isolation(ctx: &SharedContext, dept: &Department, ns: &str) -> Result<(), Error> {
@@ -536,4 +581,25 @@ fn owner_refs(dept: &Department) -> Vec<Value> {
         .and_then(|o| serde_json::to_value(o).ok())
         .into_iter()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_account_of;
+
+    #[test]
+    fn a_service_account_is_read_from_its_user_name() {
+        assert_eq!(
+            service_account_of("system:serviceaccount:yunzhang-system:yunzhang"),
+            Some(("yunzhang-system".into(), "yunzhang".into()))
+        );
+        for other in [
+            "yunzhang-admin",
+            "system:serviceaccount:yunzhang-system",
+            "system:serviceaccount::yunzhang",
+            "system:serviceaccount:a:b:c",
+        ] {
+            assert_eq!(service_account_of(other), None, "{other}");
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub struct Context {
     pub notifier: crate::notify::Notifier,
     /// Image prefixes MigrationWorkload hook Jobs may use (`--hook-image-prefixes`).
     pub hook_image_prefixes: Vec<String>,
+    /// The ServiceAccount (namespace, name) the operator runs as, as the API server says
+    /// (SelfSubjectReview): bound to its namespaced role in each department namespace.
+    pub service_account: Option<(String, String)>,
 }
 
 pub type SharedContext = Arc<Context>;
