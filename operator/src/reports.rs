@@ -288,20 +288,50 @@ pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The audience a token must be for to be accepted by the report endpoint (TokenReview): a token
+/// made for the API server (or anything else) is not one for yunzhang's reports.
+pub const REPORTS_AUDIENCE: &str = "yunzhang";
+
+/// How many exports the endpoint settles at once; more wait their turn (429, try again).
+pub const EXPORTS_AT_ONCE: usize = 4;
+
+/// Why `name` can't be a SettlementReport's name (a DNS subdomain), if it can't.
+pub fn report_name_refusal(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!ok).then(|| {
+        format!(
+            "{name:?} is not a SettlementReport name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253"
+        )
+    })
+}
+
 /// `GET /reports/settlement/{name}?format=csv|json|xlsx[&department=X]`, answered as the caller:
 ///
-/// - the bearer token is authenticated with a TokenReview (none, or not authenticated: 401);
+/// - the report name must be one (400);
+/// - the bearer token is authenticated with a TokenReview for the audience [`REPORTS_AUDIENCE`]
+///   (none, not authenticated, or for another audience: 401);
 /// - the caller may read the whole report when a SubjectAccessReview allows `get` on
 ///   `settlementreports` `{name}` (finance);
 /// - otherwise, with `department=X`, the caller may read X's lines when SubjectAccessReviews
 ///   allow `list` on `resourcerequests` in every namespace of Department X (its members);
-/// - anything else is 403, naming what was missing.
+/// - anything else is 403, naming what was missing;
+/// - at most [`EXPORTS_AT_ONCE`] are settled at a time (`exports`); beyond, 429.
 pub async fn answer_http(
     client: &Client,
+    exports: &tokio::sync::Semaphore,
     name: &str,
     query: &BTreeMap<String, String>,
     authorization: Option<&str>,
 ) -> HttpAnswer {
+    if let Some(refusal) = report_name_refusal(name) {
+        return HttpAnswer::text(400, refusal);
+    }
     let Some(token) = bearer_token(authorization) else {
         return HttpAnswer::text(
             401,
@@ -319,7 +349,14 @@ pub async fn answer_http(
     };
     let user = match authenticate(client, token).await {
         Ok(Some(user)) => user,
-        Ok(None) => return HttpAnswer::text(401, "the token is not valid (TokenReview)"),
+        Ok(None) => {
+            return HttpAnswer::text(
+                401,
+                format!(
+                    "the token is not valid for audience {REPORTS_AUDIENCE} (TokenReview): make one with `kubectl create token SERVICEACCOUNT --audience {REPORTS_AUDIENCE}`"
+                ),
+            );
+        }
         Err(e) => return HttpAnswer::text(503, format!("TokenReview failed: {e}")),
     };
     let department = query.get("department").cloned();
@@ -336,6 +373,12 @@ pub async fn answer_http(
     if let Err(why) = allowed {
         return HttpAnswer::text(403, why);
     }
+    let Ok(_turn) = exports.try_acquire() else {
+        return HttpAnswer::text(
+            429,
+            format!("{EXPORTS_AT_ONCE} exports are being settled: try again in a moment"),
+        );
+    };
     let doc = match of_report(client, name).await {
         Ok(doc) => doc,
         Err(ReportError::NotFound(n)) => {
@@ -366,7 +409,7 @@ async fn authenticate(
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_owned()),
-            ..Default::default()
+            audiences: Some(vec![REPORTS_AUDIENCE.to_owned()]),
         },
         ..Default::default()
     };
@@ -375,7 +418,12 @@ async fn authenticate(
         .await?;
     Ok(answer
         .status
-        .filter(|s| s.authenticated == Some(true))
+        .filter(|s| {
+            s.authenticated == Some(true)
+                && s.audiences
+                    .as_ref()
+                    .is_some_and(|a| a.iter().any(|a| a == REPORTS_AUDIENCE))
+        })
         .and_then(|s| s.user))
 }
 
@@ -455,6 +503,16 @@ mod tests {
         assert_eq!(bearer_token(Some("Basic abc")), None);
         assert_eq!(bearer_token(Some("Bearer ")), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn report_names_are_checked_before_anything_is_asked() {
+        for ok in ["2026-10", "gx.q4", "a"] {
+            assert_eq!(report_name_refusal(ok), None, "{ok}");
+        }
+        for bad in ["", "Report", "-x", "x-", "a/b", "..%2f", &"a".repeat(254)] {
+            assert!(report_name_refusal(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -136,6 +136,8 @@ struct AdminState {
     leading: watch::Receiver<bool>,
     /// For `/reports/settlement/{name}`: reads as the operator after authorizing the caller.
     client: Client,
+    /// Turns for settling an export ([`crate::reports::EXPORTS_AT_ONCE`]).
+    exports: Arc<tokio::sync::Semaphore>,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -162,6 +164,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         webhooks_ready: webhooks_ready.clone(),
         leading: leading_rx.clone(),
         client: client.clone(),
+        exports: Arc::new(tokio::sync::Semaphore::new(crate::reports::EXPORTS_AT_ONCE)),
     };
     let webhook_listener = crate::admission::bind(&args.webhook).await?;
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -336,7 +339,8 @@ async fn settlement_report(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let query = crate::reports::parse_query(query.as_deref().unwrap_or_default());
-    let answer = crate::reports::answer_http(&s.client, &name, &query, authorization).await;
+    let answer =
+        crate::reports::answer_http(&s.client, &s.exports, &name, &query, authorization).await;
     (
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [(header::CONTENT_TYPE, answer.content_type)],

@@ -366,7 +366,9 @@ async fn token_for(admin: &Client, ns: &str, name: &str) -> anyhow::Result<Strin
         .create_token_request(
             name,
             &PostParams::default(),
-            &serde_json::from_value(json!({"spec": {"audiences": []}}))?,
+            &serde_json::from_value(
+                json!({"spec": {"audiences": [yunzhang::reports::REPORTS_AUDIENCE]}}),
+            )?,
         )
         .await?;
     tr.status
@@ -675,6 +677,26 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     assert_eq!(code, 401, "no token");
     let (code, _) = get(path.clone(), Some("not-a-token".into())).await??;
     assert_eq!(code, 401, "a token the API server doesn't know");
+    // finance's own account, but a token made for the API server, not for yunzhang's reports.
+    let for_the_api_server = Api::<ServiceAccount>::namespaced(admin.clone(), &f.meter_ns)
+        .create_token_request(
+            "finance",
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"audiences": []}}))?,
+        )
+        .await?
+        .status
+        .map(|s| s.token)
+        .context("TokenRequest without a token")?;
+    let (code, body) = get(path.clone(), Some(for_the_api_server)).await??;
+    assert_eq!(code, 401, "a token for another audience");
+    assert!(
+        String::from_utf8_lossy(&body).contains("--audience yunzhang"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (code, _) = get("/reports/settlement/..%2Fetc".into(), Some(finance.clone())).await??;
+    assert_eq!(code, 400, "a name that can't be a report's");
     // RBAC bindings take effect at once, the member's RoleBinding once the Department
     // controller made it: poll.
     let (code, body) = get_until_ok(&addr, format!("{path}?format=json"), &finance).await?;
