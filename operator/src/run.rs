@@ -134,9 +134,13 @@ struct AdminState {
     /// The admission webhooks serve and the API server trusts their certificate.
     webhooks_ready: Arc<AtomicBool>,
     leading: watch::Receiver<bool>,
-    /// For `/reports/settlement/{name}`: reads as the operator after authorizing the caller.
+}
+
+/// The report endpoint's state: it reads as the operator after authorizing the caller, and
+/// settles at most [`crate::reports::EXPORTS_AT_ONCE`] exports at a time.
+#[derive(Clone)]
+struct ReportsState {
     client: Client,
-    /// Turns for settling an export ([`crate::reports::EXPORTS_AT_ONCE`]).
     exports: Arc<tokio::sync::Semaphore>,
 }
 
@@ -163,8 +167,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
         webhooks_ready: webhooks_ready.clone(),
         leading: leading_rx.clone(),
-        client: client.clone(),
-        exports: Arc::new(tokio::sync::Semaphore::new(crate::reports::EXPORTS_AT_ONCE)),
     };
     let webhook_listener = crate::admission::bind(&args.webhook).await?;
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -184,12 +186,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(server = %version.git_version, identity, "connected");
     ready.store(true, Ordering::SeqCst);
     // Every replica serves admission, leader or not.
+    // Every replica serves admission, leader or not, and the report endpoint beside it over the
+    // same TLS (the operator's own CA, in the Secret yunzhang-webhook-tls).
     let webhooks = tokio::spawn(run_webhooks(
         client.clone(),
         args.webhook.clone(),
         args.lease_namespace.clone(),
         webhook_listener,
         webhooks_ready,
+        reports_router(client.clone()),
         shutdown_rx.clone(),
     ));
 
@@ -330,7 +335,7 @@ fn default_identity() -> String {
 
 /// `GET /reports/settlement/{name}`: see [`crate::reports::answer_http`] for who may read what.
 async fn settlement_report(
-    State(s): State<AdminState>,
+    State(s): State<ReportsState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -348,6 +353,15 @@ async fn settlement_report(
     )
 }
 
+fn reports_router(client: Client) -> Router {
+    Router::new()
+        .route("/reports/settlement/{name}", get(settlement_report))
+        .with_state(ReportsState {
+            client,
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::reports::EXPORTS_AT_ONCE)),
+        })
+}
+
 fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route(
@@ -355,7 +369,6 @@ fn admin_router(state: AdminState) -> Router {
             get(|State(s): State<AdminState>| async move { s.metrics.encode() }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/reports/settlement/{name}", get(settlement_report))
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {

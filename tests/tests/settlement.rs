@@ -41,11 +41,7 @@
 //! and 1800 × 4/30 × 0.9 = 216.00 in November: spent 659.57. Against 800.00 that is 82.45 %
 //! (the 80 % alert); against 600.00, 109.93 % (the 100 % alert too).
 
-use std::{
-    io::{Read, Write},
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
@@ -290,68 +286,76 @@ fn openssl_sm3(data: &[u8]) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// GET `path` from the operator's admin server with an optional bearer token.
-fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no header end")?;
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body)?;
+/// The report endpoint: served over TLS beside the admission webhooks, trusted through the
+/// operator's own CA (the Secret `yunzhang-webhook-tls`).
+#[derive(Clone)]
+struct Endpoint {
+    base: String,
+    ca: std::path::PathBuf,
+}
+
+async fn report_endpoint(admin: &Client) -> anyhow::Result<Endpoint> {
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "yunzhang-system")
+            .get("yunzhang-webhook-tls")
+            .await?;
+    let ca = secret
+        .data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .context("ca.crt in yunzhang-webhook-tls")?;
+    let path = std::env::temp_dir().join(unique("yunzhang-ca"));
+    std::fs::write(&path, ca.0)?;
+    Ok(Endpoint {
+        base: format!("https://127.0.0.1:{}", webhook_port()),
+        ca: path,
+    })
+}
+
+/// GET `path` from the report endpoint (curl, verifying the server against the operator's CA)
+/// with an optional bearer token: (status, body).
+fn http_get(
+    endpoint: &Endpoint,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let body = std::env::temp_dir().join(unique("yunzhang-body"));
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&endpoint.ca)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"]);
+    if let Some(t) = token {
+        curl.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
-    Ok((code, body))
+    let out = curl.arg(format!("{}{path}", endpoint.base)).output()?;
+    ensure!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)?.trim().parse()?;
+    let bytes = std::fs::read(&body).unwrap_or_default();
+    let _ = std::fs::remove_file(&body);
+    Ok((code, bytes))
 }
 
 /// GET until the answer is 200 (RBAC bindings and the Department's RoleBinding take a moment),
 /// or WAIT passes; the last answer.
-async fn get_until_ok(addr: &str, path: String, token: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+async fn get_until_ok(
+    endpoint: &Endpoint,
+    path: String,
+    token: &str,
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let (addr, path2, token) = (addr.to_owned(), path.clone(), token.to_owned());
-        let got =
-            tokio::task::spawn_blocking(move || http_get(&addr, &path2, Some(&token))).await??;
+        let (endpoint, path2, token) = (endpoint.clone(), path.clone(), token.to_owned());
+        let got = tokio::task::spawn_blocking(move || http_get(&endpoint, &path2, Some(&token)))
+            .await??;
         if got.0 == 200 || std::time::Instant::now() > deadline {
             return Ok(got);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("chunk size")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..end])?.trim(), 16)?;
-        data = &data[end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
     }
 }
 
@@ -667,7 +671,7 @@ async fn settlement_reports_exports_and_the_endpoint() -> anyhow::Result<()> {
     // --- The HTTP endpoint with real tokens. ---
     let finance = token_for(&admin, &f.meter_ns, "finance").await?;
     let member = token_for(&admin, &f.meter_ns, "member").await?;
-    let addr = operator.admin_addr.clone();
+    let addr = report_endpoint(&admin).await?;
     let path = format!("/reports/settlement/{fin}");
     let get = |path: String, token: Option<String>| {
         let addr = addr.clone();

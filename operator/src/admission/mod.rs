@@ -66,8 +66,8 @@ pub async fn bind(args: &WebhookArgs) -> anyhow::Result<TcpListener> {
 }
 
 /// Run the webhooks until `shutdown`: obtain the TLS material from the Secret `tls::SECRET_NAME`
-/// in `namespace` (creating it once), serve on `listener`, and keep the configurations'
-/// `caBundle` current. `ready` turns true once the server serves and the API server trusts it.
+/// in `namespace` (creating it once), serve them and the routes of `beside` on `listener`, and
+/// keep the configurations' `caBundle` current. `ready` turns true once the server serves and the API server trusts it.
 /// Failures talking to the API server are retried (and logged); they never stop the operator.
 pub async fn run_webhooks(
     client: Client,
@@ -75,6 +75,7 @@ pub async fn run_webhooks(
     namespace: String,
     listener: TcpListener,
     ready: Arc<AtomicBool>,
+    beside: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let sans = tls::subject_alt_names(&args.webhook_service, &namespace);
@@ -108,7 +109,7 @@ pub async fn run_webhooks(
     let server = tokio::spawn(server::serve_tls(
         listener,
         config,
-        server::router(client.clone()),
+        server::router(client.clone()).merge(beside),
         stop,
     ));
     loop {
