@@ -165,6 +165,49 @@ pub async fn create_namespace(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Wait (up to a minute) until Department `name` says it is Ready for its current generation.
+pub async fn ready_department(
+    client: &Client,
+    name: &str,
+) -> anyhow::Result<yunzhang::api::Department> {
+    let api: Api<yunzhang::api::Department> = Api::all(client.clone());
+    wait_for(&api, name, Duration::from_secs(60), |d| {
+        d.status.as_ref().is_some_and(|s| {
+            s.observed_generation == d.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await
+}
+
+/// Runs `yunzhang ARGS` (the CLI and the kubectl plugin) as `user` in `groups`: (success,
+/// stdout, stderr).
+pub async fn yunzhang_as(
+    user: &str,
+    groups: &[&str],
+    args: &[&str],
+) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(operator_binary())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_for(user, groups))
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// This quarter in Asia/Shanghai, as `yunzhang report scorecard --quarter` takes it (`2026-Q4`).
+pub fn this_quarter() -> String {
+    use chrono::Datelike;
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+    format!("{}-Q{}", now.year(), (now.month() - 1) / 3 + 1)
+}
+
 /// Poll `get` until `done` holds for the object, or fail after `timeout` showing the last value.
 pub async fn wait_for<K, F>(
     api: &Api<K>,

@@ -114,21 +114,10 @@ async fn used_vcpu_is(admin: &Client, ns: &str, vcpu: u64) -> anyhow::Result<()>
         .with_context(|| format!("the quota of {ns} shows {vcpu} vCPU used"))
 }
 
-/// Runs `yunzhang ARGS` as `user` in `groups`: (success, stdout + stderr).
+/// `yunzhang ARGS` as `user` in `groups`: (success, stdout and stderr together).
 async fn cli_as(user: &str, groups: &[&str], args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let out = tokio::process::Command::new(operator_binary())
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_for(user, groups))
-        .output()
-        .await?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    let (ok, out, err) = yunzhang_as(user, groups, args).await?;
+    Ok((ok, format!("{out}{err}")))
 }
 
 /// `result` is a refusal whose message holds every one of `needed`.

@@ -93,15 +93,9 @@ async fn one_bad_cluster_wide_object_stops_no_other_department() -> anyhow::Resu
     for v in &objects {
         apply(&admin, v).await?;
     }
-    let departments: Api<Department> = Api::all(admin.clone());
-    wait_for(&departments, &good, WAIT, |d| {
-        d.status
-            .as_ref()
-            .and_then(|s| ready(&s.conditions))
-            .is_some_and(|(ok, _, _)| ok)
-    })
-    .await
-    .context("G is ready")?;
+    ready_department(&admin, &good)
+        .await
+        .context("G is ready")?;
 
     // The bad ones, each of a different kind.
     for v in [
@@ -139,6 +133,7 @@ async fn one_bad_cluster_wide_object_stops_no_other_department() -> anyhow::Resu
     .context("G's request runs")?;
 
     // Each bad object says what is wrong, where it is wrong.
+    let departments: Api<Department> = Api::all(admin.clone());
     let d = wait_for(&departments, &thief, WAIT, |d| {
         d.status
             .as_ref()
@@ -182,14 +177,9 @@ async fn one_bad_cluster_wide_object_stops_no_other_department() -> anyhow::Resu
     })
     .await
     .context("the orphan quota says no one owns its namespace")?;
-    wait_for(&departments, &good, WAIT, |d| {
-        d.status
-            .as_ref()
-            .and_then(|s| ready(&s.conditions))
-            .is_some_and(|(ok, _, _)| ok)
-    })
-    .await
-    .context("G stays ready")?;
+    ready_department(&admin, &good)
+        .await
+        .context("G stays ready")?;
 
     // The settlement of everyone and the scorecard still cover G.
     let month = (chrono::Utc::now() + chrono::Duration::hours(8))
@@ -209,30 +199,22 @@ async fn one_bad_cluster_wide_object_stops_no_other_department() -> anyhow::Resu
     })
     .await
     .context("the settlement of everyone has G's line")?;
-    let quarter = {
-        let now = chrono::Utc::now() + chrono::Duration::hours(8);
-        format!(
-            "{}-Q{}",
-            now.format("%Y"),
-            now.format("%m").to_string().parse::<u32>()?.div_ceil(3)
-        )
-    };
-    let out = std::process::Command::new(operator_binary())
-        .args([
+    let (ok, csv, err) = yunzhang_as(
+        "platform-admin",
+        &["system:masters"],
+        &[
             "report",
             "scorecard",
             "--quarter",
-            &quarter,
+            &this_quarter(),
             "--format",
             "csv",
-        ])
-        .env("KUBECONFIG", &cluster().admin_kubeconfig)
-        .output()?;
-    let csv = String::from_utf8_lossy(&out.stdout);
+        ],
+    )
+    .await?;
     ensure!(
-        out.status.success() && csv.contains(&good),
-        "the scorecard covers G: {csv}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ok && csv.contains(&good),
+        "the scorecard covers G: {csv}{err}"
     );
     Ok(())
 }

@@ -258,26 +258,8 @@ fn waiting_in(stage: &'static str) -> impl Fn(&ResourceRequest) -> bool {
     }
 }
 
-/// Run `yunzhang ARGS` as `user` in `groups`: (success, stdout, stderr).
-async fn yunzhang(
-    user: &str,
-    groups: &[&str],
-    args: &[&str],
-) -> anyhow::Result<(bool, String, String)> {
-    let out = tokio::process::Command::new(operator_binary())
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_for(user, groups))
-        .output()
-        .await?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 async fn approve(user: &str, group: &str, ns: &str, name: &str, stage: &str) -> anyhow::Result<()> {
-    let (ok, out, err) = yunzhang(
+    let (ok, out, err) = yunzhang_as(
         user,
         &[group],
         &[
@@ -297,7 +279,7 @@ async fn approve(user: &str, group: &str, ns: &str, name: &str, stage: &str) -> 
 }
 
 async fn advance(f: &Fixture, name: &str, to: &str) -> anyhow::Result<String> {
-    let (ok, out, err) = yunzhang(
+    let (ok, out, err) = yunzhang_as(
         &f.member,
         &[],
         &["migration", "advance", name, "-n", &f.dept, "--to", to],
@@ -370,7 +352,7 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     let w = wait_workload(&admin, &ns, "nontax", MigrationPhase::Planned).await?;
     ensure!(w.status.as_ref().and_then(|s| s.requester.clone()) == Some(f.member.clone()));
     // Four eyes hold against the workload's creator, not the operator.
-    let (ok, _, err) = yunzhang(
+    let (ok, _, err) = yunzhang_as(
         &f.member,
         &[&f.head_group],
         &["approve", "nontax", "-n", &ns, "--stage", "department"],
@@ -409,7 +391,7 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     );
     let rr = wait_request(&admin, &ns, "nontax", phase_is(Phase::Active)).await?;
     ensure!(rr.spec.lifecycle == DesiredLifecycle::Active);
-    let (ok, _, err) = yunzhang(
+    let (ok, _, err) = yunzhang_as(
         &f.member,
         &[],
         &[
@@ -570,12 +552,8 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
         .with_context(|| format!("Department {d} status.migration"))?;
     }
     // The scorecard, as a platform admin: the department's own row and the region's.
-    let quarter = {
-        let now = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
-        use chrono::Datelike;
-        format!("{}-Q{}", now.year(), (now.month() - 1) / 3 + 1)
-    };
-    let (ok, csv, err) = yunzhang(
+    let quarter = this_quarter();
+    let (ok, csv, err) = yunzhang_as(
         "platform-admin",
         &["system:masters"],
         &[
@@ -616,7 +594,7 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     );
     // The same table as XLSX, read back by an independent reader.
     let xlsx = std::env::temp_dir().join(format!("{}-scorecard.xlsx", f.dept));
-    let (ok, _, err) = yunzhang(
+    let (ok, _, err) = yunzhang_as(
         "platform-admin",
         &["system:masters"],
         &[

@@ -84,6 +84,34 @@ fn ready_reason(
         .map(|c| (c.reason.clone(), c.message.clone()))
 }
 
+/// Wait until PriceBook `name`'s Ready reason is `reason`; its Ready message.
+async fn book_says(books: &Api<PriceBook>, name: &str, reason: &str) -> anyhow::Result<String> {
+    let book = wait_for(books, name, WAIT, |bk| {
+        bk.status
+            .as_ref()
+            .and_then(|s| ready_reason(&s.conditions))
+            .is_some_and(|(r, _)| r == reason)
+    })
+    .await?;
+    Ok(ready_reason(&book.status.unwrap_or_default().conditions)
+        .unwrap_or_default()
+        .1)
+}
+
+/// Wait (up to `timeout`) until report `name` is in `phase`; its status.
+async fn report_in(
+    reports: &Api<SettlementReport>,
+    name: &str,
+    phase: ReportPhase,
+    timeout: Duration,
+) -> anyhow::Result<yunzhang::api::settlement_report::SettlementReportStatus> {
+    let report = wait_for(reports, name, timeout, |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == Some(phase))
+    })
+    .await?;
+    Ok(report.status.unwrap_or_default())
+}
+
 fn cli(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(operator_binary())
         .args(args)
@@ -159,27 +187,13 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     // Both conflicting books say so; P2's book is fine.
     let books: Api<PriceBook> = Api::all(admin.clone());
     for (this, other) in [(&a1, &a2), (&a2, &a1)] {
-        let got = wait_for(&books, this, WAIT, |bk| {
-            bk.status
-                .as_ref()
-                .and_then(|s| ready_reason(&s.conditions))
-                .is_some_and(|(reason, _)| reason == "Overlap")
-        })
-        .await?;
-        let (_, message) =
-            ready_reason(&got.status.unwrap_or_default().conditions).unwrap_or_default();
+        let message = book_says(&books, this, "Overlap").await?;
         ensure!(
             message.contains(other.as_str()),
             "{this} names {other}: {message}"
         );
     }
-    wait_for(&books, &b, WAIT, |bk| {
-        bk.status
-            .as_ref()
-            .and_then(|s| ready_reason(&s.conditions))
-            .is_some_and(|(reason, _)| reason == "Consistent")
-    })
-    .await?;
+    book_says(&books, &b, "Consistent").await?;
     // The Events follow the status writes: wait for them.
     let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone());
     for name in [&a1, &a2] {
@@ -207,13 +221,7 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     let reports: Api<SettlementReport> = Api::all(admin.clone());
     let open = format!("{base}-open");
     apply(&admin, &report(&open, &[&x, &y], &[], false)).await?;
-    let computed = wait_for(&reports, &open, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Computed))
-    })
-    .await?;
-    let st = computed.status.unwrap_or_default();
+    let st = report_in(&reports, &open, ReportPhase::Computed, WAIT).await?;
     // r2: 10 h × 2 × 0.50 = 10.00.
     ensure!(
         st.total.as_ref().map(|m| m.0.as_str()) == Some("10.00") && st.lines == Some(1),
@@ -232,13 +240,7 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     // What no book prices at all is unpriced the same way, with its own reason.
     let z_report = format!("{base}-z");
     apply(&admin, &report(&z_report, &[&z], &[], false)).await?;
-    let computed = wait_for(&reports, &z_report, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Computed))
-    })
-    .await?;
-    let st = computed.status.unwrap_or_default();
+    let st = report_in(&reports, &z_report, ReportPhase::Computed, WAIT).await?;
     ensure!(
         st.unpriced_count == Some(1)
             && st
@@ -268,13 +270,9 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
     );
     let p2_only = format!("{base}-p2-final");
     apply(&admin, &report(&p2_only, &[], &[&p2], true)).await?;
-    wait_for(&reports, &p2_only, WAIT, |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Finalized))
-    })
-    .await
-    .context("another provider's report finalizes")?;
+    report_in(&reports, &p2_only, ReportPhase::Finalized, WAIT)
+        .await
+        .context("another provider's report finalizes")?;
 
     // Exports, the budget and the scorecard go on.
     let csv = cli(&[
@@ -347,23 +345,18 @@ async fn a_conflicting_price_book_degrades_only_what_it_touches() -> anyhow::Res
 
     // One book gone: the conflict ends, and the held report finalizes.
     books.delete(&a2, &DeleteParams::default()).await?;
-    wait_for(&books, &a1, WAIT, |bk| {
-        bk.status
-            .as_ref()
-            .and_then(|s| ready_reason(&s.conditions))
-            .is_some_and(|(reason, _)| reason == "Consistent")
-    })
-    .await?;
-    let finalized = wait_for(&reports, &held, Duration::from_secs(120), |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ReportPhase::Finalized))
-    })
+    book_says(&books, &a1, "Consistent").await?;
+    let finalized = report_in(
+        &reports,
+        &held,
+        ReportPhase::Finalized,
+        Duration::from_secs(120),
+    )
     .await
     .context("the held report finalizes once every item is priced")?;
     // r1: 10 h × 1.00 = 10.00; r2 10.00.
     ensure!(
-        finalized.status.and_then(|s| s.total).map(|m| m.0) == Some("20.00".into()),
+        finalized.total.map(|m| m.0) == Some("20.00".into()),
         "both lines once priced"
     );
     Ok(())

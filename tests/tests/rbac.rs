@@ -8,9 +8,7 @@
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use anyhow::{Context, ensure};
-use kube::Api;
 use serde_json::json;
-use yunzhang::api::Department;
 use yunzhang_integration::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -91,15 +89,7 @@ async fn every_identity_has_at_most_its_allow_list() -> anyhow::Result<()> {
         .await?;
     }
     // The department's namespace is ready once its bindings are made.
-    let departments: Api<Department> = Api::all(admin.clone());
-    wait_for(&departments, &dept, WAIT, |d| {
-        d.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await?;
+    ready_department(&admin, &dept).await?;
     let elsewhere = unique("rbac-other");
     create_namespace(&elsewhere).await?;
 

@@ -48,19 +48,6 @@ async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
     apply_value(client, &v, "yunzhang-tests").await.map(|_| ())
 }
 
-async fn ready_department(client: &Client, name: &str) -> anyhow::Result<Department> {
-    let api: Api<Department> = Api::all(client.clone());
-    wait_for(&api, name, WAIT, |d| {
-        d.status.as_ref().is_some_and(|s| {
-            s.observed_generation == d.metadata.generation
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await
-}
-
 async fn quota_verdict(client: &Client, ns: &str, name: &str) -> anyhow::Result<(String, String)> {
     let api: Api<CloudQuota> = Api::namespaced(client.clone(), ns);
     let q = wait_for(&api, name, WAIT, |q| {

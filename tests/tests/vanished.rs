@@ -47,14 +47,7 @@ async fn a_vanished_request_gives_its_quota_back() -> anyhow::Result<()> {
         "spec": {"displayName": "测试单位", "code": "11450000MB0000000X", "namespaces": [dept]}}))
     .await?;
     let depts: Api<Department> = Api::all(admin.clone());
-    wait_for(&depts, &dept, WAIT, |d| {
-        d.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await?;
+    ready_department(&admin, &dept).await?;
     apply(&admin, &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": "q", "namespace": dept},
         "spec": {"hard": {"vcpu": 4}}}))
     .await?;

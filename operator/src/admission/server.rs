@@ -148,21 +148,34 @@ async fn judge_approval(State(client): State<Client>, Json(review): Json<Review>
         Ok(approval) => judge_live(&client, &req, &approval).await,
         Err(e) => Err(format!("not an Approval: {e}")),
     };
-    Json(match verdict {
+    if let Err(message) = &verdict {
+        info!(
+            user = req.user_info.username,
+            approval = req.name,
+            message,
+            "refused an Approval"
+        );
+    }
+    Json(answer(response, verdict, 403, "Forbidden"))
+}
+
+/// The review of a validating webhook: allowed, or denied with the verdict's message as
+/// `code` / `reason`.
+fn answer(
+    response: AdmissionResponse,
+    verdict: Result<(), String>,
+    code: u16,
+    reason: &str,
+) -> Review {
+    match verdict {
         Ok(()) => response.into_review(),
         Err(message) => {
-            info!(
-                user = req.user_info.username,
-                approval = req.name,
-                message,
-                "refused an Approval"
-            );
             let mut denied = response.deny(message);
-            denied.result.code = 403;
-            denied.result.reason = "Forbidden".to_owned();
+            denied.result.code = code;
+            denied.result.reason = reason.to_owned();
             denied.into_review()
         }
-    })
+    }
 }
 
 /// Validating: refuse a PriceBook (created or changed) that would overlap another of its
@@ -192,21 +205,15 @@ async fn judge_price_book(
         },
         Err(e) => Err(format!("not a PriceBook: {e}")),
     };
-    Json(match verdict {
-        Ok(()) => response.into_review(),
-        Err(message) => {
-            info!(
-                user = req.user_info.username,
-                book = req.name,
-                message,
-                "refused a PriceBook"
-            );
-            let mut denied = response.deny(message);
-            denied.result.code = 422;
-            denied.result.reason = "Invalid".to_owned();
-            denied.into_review()
-        }
-    })
+    if let Err(message) = &verdict {
+        info!(
+            user = req.user_info.username,
+            book = req.name,
+            message,
+            "refused a PriceBook"
+        );
+    }
+    Json(answer(response, verdict, 422, "Invalid"))
 }
 
 /// Read what the judgement needs straight from the API server (no cache) and judge.

@@ -78,12 +78,12 @@ pub fn with_editor(
     annotations: Option<&std::collections::BTreeMap<String, String>>,
     user: &str,
 ) -> Option<String> {
-    let old = annotations.and_then(|a| a.get(EDITORS)).map(String::as_str);
-    match old {
-        Some(old) if old.split(',').any(|e| e == user) => None,
-        Some(old) if !old.is_empty() => Some(format!("{old},{user}")),
-        _ => Some(user.to_owned()),
+    let mut recorded = annotations.map(editors).unwrap_or_default();
+    if recorded.iter().any(|e| e == user) {
+        return None;
     }
+    recorded.push(user.to_owned());
+    Some(recorded.join(","))
 }
 
 /// On a ResourceRequest: the platform admin who forced it out of a stuck exit (`kubectl yunzhang
