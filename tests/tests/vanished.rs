@@ -115,16 +115,24 @@ async fn a_vanished_request_gives_its_quota_back() -> anyhow::Result<()> {
     })
     .await
     .context("the Department no longer counts it")?;
-    let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone())
-        .list(&ListParams::default())
-        .await?;
-    let notes: Vec<String> = events
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RequestVanished"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(dept.as_str()))
-        .filter_map(|e| e.note)
-        .collect();
+    // The Event follows the release: wait for it.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(admin.clone());
+    let mut notes: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        notes = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("RequestVanished"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(dept.as_str()))
+            .filter_map(|e| e.note)
+            .collect();
+        if !notes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     ensure!(
         notes.len() == 1
             && notes[0].contains(&format!("request {dept}/first"))

@@ -488,14 +488,12 @@ impl Tenancy {
     /// without its exit (its finalizers were removed by hand), so nothing else will give its
     /// quota back. Drops the holding and admits its department's waiting requests; returns what
     /// it held. (A request that exits gives its quota back before its finalizer goes, so a
-    /// holding here means it vanished. A ledger not loaded yet will be loaded from a LIST, which
-    /// no longer has it.)
+    /// holding here means it vanished.) A ledger invalidated since it was loaded still has its
+    /// last holdings: the vanished one is found there too, and the next load, from a LIST that
+    /// no longer has it, agrees. A ledger never loaded has none.
     pub async fn vanished(&self, ctx: &SharedContext, uid: &str) -> Result<Option<Holding>, Error> {
         let held = {
             let mut ledger = self.ledger.lock().await;
-            if !ledger.loaded {
-                return Ok(None);
-            }
             ledger.wants.remove(uid);
             ledger.waits.remove(uid);
             ledger.holdings.remove(uid)
