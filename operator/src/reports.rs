@@ -3,7 +3,11 @@
 //! settlement computed now from the requests' metering and the PriceBooks, rendered as CSV, JSON
 //! or XLSX (`billing::export`).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -68,12 +72,59 @@ pub enum ReportError {
     Json(#[from] serde_json::Error),
 }
 
-/// The figures of report `name`: its stored lines when finalized, else settled now for its spec.
-pub async fn of_report(client: &Client, name: &str) -> Result<SettlementDocument, ReportError> {
+/// How long the endpoint serves a draft report's figures again before settling anew: a draft is
+/// settled from the whole cluster's metering, so at most once a minute per report version (the
+/// document's `source` says when its figures were computed).
+pub const DRAFT_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// Draft figures the endpoint computed lately, by report name.
+#[derive(Default)]
+pub struct DraftCache(Mutex<HashMap<String, CachedDraft>>);
+
+struct CachedDraft {
+    /// The report's resourceVersion the figures are for (a changed spec settles again).
+    version: Option<String>,
+    at: Instant,
+    doc: SettlementDocument,
+}
+
+impl DraftCache {
+    /// The figures of `name` at `version`, if computed within [`DRAFT_FRESH_FOR`].
+    fn fresh(&self, name: &str, version: &Option<String>) -> Option<SettlementDocument> {
+        let drafts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        drafts
+            .get(name)
+            .filter(|d| &d.version == version && d.at.elapsed() < DRAFT_FRESH_FOR)
+            .map(|d| d.doc.clone())
+    }
+
+    /// Keep `doc` as the figures of `name` at `version`, forgetting any that are stale.
+    fn keep(&self, name: &str, version: Option<String>, doc: &SettlementDocument) {
+        let mut drafts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        drafts.retain(|_, d| d.at.elapsed() < DRAFT_FRESH_FOR);
+        drafts.insert(
+            name.to_owned(),
+            CachedDraft {
+                version,
+                at: Instant::now(),
+                doc: doc.clone(),
+            },
+        );
+    }
+}
+
+/// The figures of report `name`: its stored lines when finalized, else settled for its spec
+/// (now, or within [`DRAFT_FRESH_FOR`] when `drafts` holds them).
+pub async fn of_report(
+    client: &Client,
+    name: &str,
+    drafts: Option<&DraftCache>,
+) -> Result<SettlementDocument, ReportError> {
     let report = Api::<SettlementReport>::all(client.clone())
         .get_opt(name)
         .await?
         .ok_or_else(|| ReportError::NotFound(name.to_owned()))?;
+    let version = report.resource_version();
     let period = Period::from_spec(&report.spec.period)?;
     match report.status.as_ref() {
         Some(st) if st.phase == Some(ReportPhase::Finalized) => {
@@ -102,13 +153,20 @@ pub async fn of_report(client: &Client, name: &str) -> Result<SettlementDocument
             ))
         }
         _ => {
-            compute(
+            if let Some(doc) = drafts.and_then(|d| d.fresh(name, &version)) {
+                return Ok(doc);
+            }
+            let doc = compute(
                 client,
                 &period,
                 &report.spec.scope,
                 report.spec.checksum_algorithm,
             )
-            .await
+            .await?;
+            if let Some(d) = drafts {
+                d.keep(name, version, &doc);
+            }
+            Ok(doc)
         }
     }
 }
@@ -321,10 +379,12 @@ pub fn report_name_refusal(name: &str) -> Option<String> {
 /// - otherwise, with `department=X`, the caller may read X's lines when SubjectAccessReviews
 ///   allow `list` on `resourcerequests` in every namespace of Department X (its members);
 /// - anything else is 403, naming what was missing;
-/// - at most [`EXPORTS_AT_ONCE`] are settled at a time (`exports`); beyond, 429.
+/// - at most [`EXPORTS_AT_ONCE`] are settled at a time (`exports`); beyond, 429;
+/// - a draft's figures are settled at most once per [`DRAFT_FRESH_FOR`] (`drafts`).
 pub async fn answer_http(
     client: &Client,
     exports: &tokio::sync::Semaphore,
+    drafts: &DraftCache,
     name: &str,
     query: &BTreeMap<String, String>,
     authorization: Option<&str>,
@@ -379,7 +439,7 @@ pub async fn answer_http(
             format!("{EXPORTS_AT_ONCE} exports are being settled: try again in a moment"),
         );
     };
-    let doc = match of_report(client, name).await {
+    let doc = match of_report(client, name, Some(drafts)).await {
         Ok(doc) => doc,
         Err(ReportError::NotFound(n)) => {
             return HttpAnswer::text(404, format!("SettlementReport {n} does not exist"));

@@ -142,6 +142,7 @@ struct AdminState {
 struct ReportsState {
     client: Client,
     exports: Arc<tokio::sync::Semaphore>,
+    drafts: Arc<crate::reports::DraftCache>,
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -185,7 +186,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("reaching the Kubernetes API server")?;
     info!(server = %version.git_version, identity, "connected");
     ready.store(true, Ordering::SeqCst);
-    // Every replica serves admission, leader or not.
     // Every replica serves admission, leader or not, and the report endpoint beside it over the
     // same TLS (the operator's own CA, in the Secret yunzhang-webhook-tls).
     let webhooks = tokio::spawn(run_webhooks(
@@ -344,8 +344,15 @@ async fn settlement_report(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let query = crate::reports::parse_query(query.as_deref().unwrap_or_default());
-    let answer =
-        crate::reports::answer_http(&s.client, &s.exports, &name, &query, authorization).await;
+    let answer = crate::reports::answer_http(
+        &s.client,
+        &s.exports,
+        &s.drafts,
+        &name,
+        &query,
+        authorization,
+    )
+    .await;
     (
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [(header::CONTENT_TYPE, answer.content_type)],
@@ -359,6 +366,7 @@ fn reports_router(client: Client) -> Router {
         .with_state(ReportsState {
             client,
             exports: Arc::new(tokio::sync::Semaphore::new(crate::reports::EXPORTS_AT_ONCE)),
+            drafts: Arc::default(),
         })
 }
 

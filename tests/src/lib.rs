@@ -259,6 +259,15 @@ pub struct OperatorProcess {
 
 /// The loopback port the operator serves its admission webhooks on, where `hack/install` points
 /// the webhook configurations: `YZ_WEBHOOK_PORT`, default 19443 (set both the same way).
+/// The CA of the API server's webhook client certificate (hack/cluster-up).
+pub fn webhook_client_ca() -> PathBuf {
+    cluster()
+        .admin_kubeconfig
+        .parent()
+        .expect("the kubeconfig is in the cluster's state dir")
+        .join("pki/webhook-client-ca.crt")
+}
+
 pub fn webhook_port() -> u16 {
     std::env::var("YZ_WEBHOOK_PORT")
         .ok()
@@ -312,6 +321,9 @@ impl OperatorProcess {
                 "--webhook-addr",
                 &format!("127.0.0.1:{}", webhook_port()),
             ])
+            // Admission answers only the API server (hack/cluster-up made its client CA).
+            .arg("--webhook-client-ca")
+            .arg(webhook_client_ca())
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             // The local OpenTofu executor: the pinned tofu, the reference modules, and a work

@@ -98,6 +98,18 @@ async fn department(admin: &Client, dept: &str, member: &str) -> anyhow::Result<
     bind_approver_group(admin, &format!("{dept}-office")).await
 }
 
+/// The vCPU the department's quota shows as used now.
+async fn used_vcpu(admin: &Client, ns: &str) -> anyhow::Result<u64> {
+    let quota = Api::<CloudQuota>::namespaced(admin.clone(), ns)
+        .get("base")
+        .await?;
+    Ok(quota
+        .status
+        .and_then(|s| s.used)
+        .and_then(|u| u.vcpu)
+        .unwrap_or(0))
+}
+
 /// The vCPU the department's quota shows as used, once it equals `vcpu`.
 async fn used_vcpu_is(admin: &Client, ns: &str, vcpu: u64) -> anyhow::Result<()> {
     let quotas: Api<CloudQuota> = Api::namespaced(admin.clone(), ns);
@@ -167,6 +179,16 @@ async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
     groups_cannot_be_spliced(&dept, &member)
         .await
         .context("groups")?;
+    hooks_run_only_the_platforms_templates(&admin, &dept, &member)
+        .await
+        .context("hooks")?;
+    what_cant_be_right_is_refused_at_apply(&admin, &dept, &member)
+        .await
+        .context("refused by kubectl apply")?;
+    a_quota_window_counts_only_while_it_is_open(&admin, &dept, &member)
+        .await
+        .context("quota windows relative to now")?;
+    only_the_api_server_is_answered_by_the_webhooks().context("webhook client authentication")?;
     let _ = std::fs::remove_dir_all(tofu.parent().context("tofu's dir")?);
     Ok(())
 }
@@ -610,5 +632,296 @@ async fn a_cheap_sku_is_not_priced_for_more_than_it_is(
         "the request says why it has no price: {status}"
     );
     requests.delete("oversized", &Default::default()).await?;
+    Ok(())
+}
+
+/// Hooks can't exceed what the platform allows: a member can't define a HookTemplate, can't put
+/// an image, a command or a ServiceAccount in the workload, and can't pass a parameter the
+/// template doesn't take; no Job is made for any of it.
+async fn hooks_run_only_the_platforms_templates(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let as_member = client_as(member, &[]).await;
+    let template = unique("sync");
+    let spec = json!({"image": "registry.example.gov.cn/migration/sync:1.4", "command": ["/sync"],
+                      "parameters": [{"name": "SOURCE", "required": true}]});
+    let templates: Api<yunzhang::api::HookTemplate> = Api::all(as_member.clone());
+    refused(
+        "a member defines a HookTemplate",
+        templates
+            .patch(
+                &template,
+                &PatchParams::apply("yunzhang-tests"),
+                &Patch::Apply(
+                    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "HookTemplate",
+                                      "metadata": {"name": template}, "spec": spec}),
+                ),
+            )
+            .await,
+        &["forbidden", "hooktemplates"],
+    )?;
+    apply(
+        admin,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "HookTemplate",
+                "metadata": {"name": template}, "spec": spec}),
+    )
+    .await?;
+    let workload = |hook: Value| {
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "MigrationWorkload",
+               "metadata": {"name": "hooked", "namespace": dept},
+               "spec": {"system": {"name": "旧系统", "code": "ATK-SYS-1"}, "strategy": "retire",
+                        "hooks": {"preCutover": hook}}})
+    };
+    let workloads: Api<yunzhang::api::MigrationWorkload> = Api::namespaced(as_member.clone(), dept);
+    let strict = PatchParams::apply("yunzhang-tests").validation_strict();
+    let put = |w: Value| {
+        let workloads = workloads.clone();
+        let strict = strict.clone();
+        async move { workloads.patch("hooked", &strict, &Patch::Apply(w)).await }
+    };
+    refused(
+        "a hook with its own image, command and ServiceAccount",
+        put(workload(
+            json!({"template": template, "parameters": {"SOURCE": "db"},
+                            "image": "docker.io/someone/tool:latest", "command": ["sh", "-c", "id"],
+                            "serviceAccountName": "default"}),
+        ))
+        .await,
+        &["field not declared in schema", ".spec.hooks.preCutover."],
+    )?;
+    refused(
+        "a parameter the template doesn't take",
+        put(workload(json!({"template": template, "parameters": {"SOURCE": "db", "LD_PRELOAD": "/tmp/x.so"}}))).await,
+        &["spec.hooks.preCutover.parameters", "LD_PRELOAD is not one of", "(SOURCE)"],
+    )?;
+    refused(
+        "a template that doesn't exist",
+        put(workload(json!({"template": "shell"}))).await,
+        &[
+            "spec.hooks.preCutover.template",
+            "HookTemplate shell does not exist",
+        ],
+    )?;
+    refused(
+        "leaving out a required parameter",
+        put(workload(json!({"template": template}))).await,
+        &["parameter SOURCE is required"],
+    )?;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin.clone(), dept);
+    let made = jobs
+        .list(&kube::api::ListParams::default().labels("yunzhang.io/migration-workload=hooked"))
+        .await?;
+    ensure!(made.items.is_empty(), "no hook Job: {:?}", made.items);
+    ensure!(
+        Api::<yunzhang::api::MigrationWorkload>::namespaced(admin.clone(), dept)
+            .get_opt("hooked")
+            .await?
+            .is_none(),
+        "no workload was stored"
+    );
+    Ok(())
+}
+
+/// What a member writes wrong is refused by the API server at apply, naming the field, and
+/// nothing of it is stored or held.
+async fn what_cant_be_right_is_refused_at_apply(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let as_member = client_as(member, &[]).await;
+    let before = used_vcpu(admin, dept).await?;
+    let requests: Api<ResourceRequest> = Api::namespaced(as_member.clone(), dept);
+    let request = |name: &str, item: Value| {
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+               "metadata": {"name": name, "namespace": dept},
+               "spec": {"purpose": "上云测试", "items": [item]}})
+    };
+    let long = "r".repeat(64);
+    let cases = [
+        (
+            "wrong-name",
+            request(
+                "wrong-name",
+                json!({"name": "1web", "type": "ecs", "sku": "ecs.c2.large", "count": 1}),
+            ),
+            &["spec.items[0].name"][..],
+        ),
+        (
+            "vcpu-on-oss",
+            request(
+                "vcpu-on-oss",
+                json!({"name": "files", "type": "oss", "sku": "oss.standard", "vcpu": 4}),
+            ),
+            &["spec.items[0]", "vcpu"][..],
+        ),
+        (
+            long.as_str(),
+            request(
+                &long,
+                json!({"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 1}),
+            ),
+            &["metadata.name", "63"][..],
+        ),
+    ];
+    for (name, body, needed) in &cases {
+        refused(
+            name,
+            requests
+                .patch(
+                    name,
+                    &PatchParams::apply("yunzhang-tests"),
+                    &Patch::Apply(body),
+                )
+                .await,
+            needed,
+        )?;
+        ensure!(
+            requests.get_opt(name).await?.is_none(),
+            "{name}: nothing stored"
+        );
+    }
+    used_vcpu_is(admin, dept, before).await
+}
+
+/// A quota window counts only while it is open, whatever the year: a window that ended
+/// yesterday admits nothing, one that runs until next year does (windows relative to now).
+async fn a_quota_window_counts_only_while_it_is_open(
+    admin: &Client,
+    dept: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let before = used_vcpu(admin, dept).await?;
+    let now = chrono::Utc::now();
+    let window = |name: &str,
+                  from: chrono::DateTime<chrono::Utc>,
+                  until: chrono::DateTime<chrono::Utc>| {
+        json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "CloudQuota", "metadata": {"name": name, "namespace": dept},
+               "spec": {"hard": {"vcpu": 1000}, "validFrom": from.to_rfc3339(), "validUntil": until.to_rfc3339()}})
+    };
+    apply(
+        admin,
+        &window(
+            "ended",
+            now - chrono::Days::new(400),
+            now - chrono::Days::new(1),
+        ),
+    )
+    .await?;
+    let as_member = client_as(member, &[]).await;
+    // 50 × ecs.c2.large = 100 vCPU: more than the open-ended 64 on its own.
+    apply(
+        &as_member,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ResourceRequest",
+                "metadata": {"name": "big", "namespace": dept},
+                "spec": {"purpose": "扩容", "items": [{"name": "web", "type": "ecs", "sku": "ecs.c2.large", "count": 50, "vcpu": 2}]}}),
+    )
+    .await?;
+    let requests: Api<ResourceRequest> = Api::namespaced(admin.clone(), dept);
+    wait_for(&requests, "big", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::QuotaExceeded))
+    })
+    .await
+    .context("the window that ended yesterday adds nothing")?;
+    used_vcpu_is(admin, dept, before).await?;
+    apply(
+        admin,
+        &window(
+            "this-year",
+            now - chrono::Days::new(1),
+            now + chrono::Days::new(365),
+        ),
+    )
+    .await?;
+    wait_for(&requests, "big", WAIT, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase != Some(Phase::QuotaExceeded) && s.quota.is_some())
+    })
+    .await
+    .context("an open window admits it")?;
+    requests.delete("big", &Default::default()).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while requests.get_opt("big").await?.is_some() {
+        ensure!(tokio::time::Instant::now() < deadline, "the request exits");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let quotas: Api<CloudQuota> = Api::namespaced(admin.clone(), dept);
+    for q in ["ended", "this-year"] {
+        quotas.delete(q, &Default::default()).await?;
+    }
+    used_vcpu_is(admin, dept, before).await
+}
+
+/// The admission webhooks answer only the API server: a caller without a client certificate is
+/// refused (403, saying so), and one with a user's certificate (from the cluster's client CA, not
+/// the webhook client CA) doesn't get through the handshake. (Every judged Approval in the suite
+/// shows that the API server itself is answered.)
+fn only_the_api_server_is_answered_by_the_webhooks() -> anyhow::Result<()> {
+    use base64::Engine;
+    let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"00000000-0000-0000-0000-000000000001","kind":{"group":"yunzhang.io","version":"v1alpha1","kind":"Approval"},"resource":{"group":"yunzhang.io","version":"v1alpha1","resource":"approvals"},"operation":"CREATE","userInfo":{"username":"someone"},"object":{}}}"#;
+    // The server is the operator's (its CA is checked elsewhere); what is tried here is the client.
+    let post = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-k",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                review,
+            ])
+            .args(extra)
+            .arg(format!(
+                "https://127.0.0.1:{}/validate/approval",
+                webhook_port()
+            ))
+            .output()
+    };
+    let anonymous = post(&[])?;
+    let out = String::from_utf8_lossy(&anonymous.stdout);
+    ensure!(
+        out.ends_with("403") && out.contains("answer only the API server"),
+        "a caller without a client certificate is refused: {out}"
+    );
+    // A user's certificate, from the user's kubeconfig.
+    let kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_for(
+        "an-outsider",
+        &[],
+    ))?)?;
+    let dir = std::env::temp_dir().join(unique("yz-user-cert"));
+    std::fs::create_dir_all(&dir)?;
+    for (field, file) in [
+        ("client-certificate-data", "crt.pem"),
+        ("client-key-data", "key.pem"),
+    ] {
+        let data = kubeconfig["users"][0]["user"][field]
+            .as_str()
+            .with_context(|| format!("{field} in the user's kubeconfig"))?;
+        std::fs::write(
+            dir.join(file),
+            base64::engine::general_purpose::STANDARD.decode(data)?,
+        )?;
+    }
+    let with_user_cert = post(&[
+        "--cert",
+        &dir.join("crt.pem").display().to_string(),
+        "--key",
+        &dir.join("key.pem").display().to_string(),
+    ])?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&with_user_cert.stdout);
+    ensure!(
+        !with_user_cert.status.success() || out.ends_with("403"),
+        "a user's certificate is not the API server's: {out}"
+    );
     Ok(())
 }

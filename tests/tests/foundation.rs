@@ -93,11 +93,10 @@ fn migration(ns: &str) -> Value {
                  "cutover": {"notBefore": days_from_now(7), "notAfter": days_from_now(8)}}})
 }
 
-/// `mw` with a pre-cutover hook run as ServiceAccount `account`.
-fn with_hook_account(mut mw: Value, account: &str) -> Value {
-    mw["spec"]["hooks"] = json!({"preCutover": {
-        "image": "registry.example.gov.cn/migration/sync:1.4", "serviceAccountName": account}});
-    mw
+/// A HookTemplate whose pods run as ServiceAccount `account`.
+fn hook_template(account: &str) -> Value {
+    json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "HookTemplate", "metadata": {"name": unique("ht")},
+        "spec": {"image": "registry.example.gov.cn/migration/sync:1.4", "serviceAccountName": account}})
 }
 
 fn report() -> Value {
@@ -266,9 +265,9 @@ async fn malformed_objects_are_refused_naming_the_field() {
             ],
         ),
         (
-            "hook ServiceAccount that isn't a name",
-            with_hook_account(migration(&ns), "Not_A_Name"),
-            &["spec.hooks.preCutover.serviceAccountName"],
+            "hook template ServiceAccount that isn't a name",
+            hook_template("Not_A_Name"),
+            &["spec.serviceAccountName"],
         ),
         (
             "stage needs an approver count of at least 1",
@@ -405,17 +404,20 @@ async fn finalized_reports_cannot_change() {
 async fn examples_apply_to_the_api_server() {
     let client = admin().await;
     let root = repo_root();
-    let mut files: Vec<_> = ["platform", "department", "approver", "finance"]
+    // The platform's first (a workload names a hook template), each directory in name order.
+    let files: Vec<_> = ["platform", "department", "approver", "finance"]
         .iter()
         .flat_map(|dir| {
-            std::fs::read_dir(root.join("examples").join(dir))
+            let mut files: Vec<_> = std::fs::read_dir(root.join("examples").join(dir))
                 .unwrap()
                 .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+                .collect();
+            files.sort();
+            files
         })
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
         .collect();
-    files.sort();
     // Under a name of this run's own: a cluster that already holds the examples (an earlier run,
     // the demo) takes them again.
     let run = unique("ex");

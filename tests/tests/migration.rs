@@ -83,6 +83,15 @@ fn check_hook_job(job: &Job, image: &str) -> anyhow::Result<()> {
     let pod = spec.template.spec.as_ref().context("pod")?;
     let c = &pod.containers[0];
     ensure!(c.image.as_deref() == Some(image), "image {:?}", c.image);
+    ensure!(
+        c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "YZ_PARAM_SOURCE"
+                && e.value.as_deref() == Some("oracle://legacy-gw/gw")),
+        "the parameter is an environment variable: {:?}",
+        c.env
+    );
     let sc = c.security_context.as_ref().context("securityContext")?;
     ensure!(
         sc.allow_privilege_escalation == Some(false)
@@ -102,6 +111,15 @@ fn check_hook_job(job: &Job, image: &str) -> anyhow::Result<()> {
         "owned by the workload"
     );
     Ok(())
+}
+
+/// The HookTemplate `name` with `spec`, as a platform engineer defines it.
+async fn hook_template(admin: &Client, name: &str, spec: Value) -> anyhow::Result<()> {
+    apply(
+        admin,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "HookTemplate", "metadata": {"name": name}, "spec": spec}),
+    )
+    .await
 }
 
 struct Fixture {
@@ -470,10 +488,26 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     // A retired system: nothing to provision, straight to its gates; with hook Jobs around
     // cutover (the test plays the kubelet: it ends each Job's pod as the container would, and
     // the real job controller marks the Job).
+    // The hooks are the platform's templates; the workload passes parameters.
+    let (sync, smoke) = (unique("sync"), unique("smoke"));
+    hook_template(
+        &admin,
+        &sync,
+        json!({"image": format!("{HOOK_REGISTRY}sync:1.4"), "command": ["/sync", "--final"],
+        "parameters": [{"name": "SOURCE", "required": true}]}),
+    )
+    .await?;
+    hook_template(
+        &admin,
+        &smoke,
+        json!({"image": format!("{HOOK_REGISTRY}smoke:1.0"), "timeoutSeconds": 300,
+        "parameters": [{"name": "URL", "required": true}]}),
+    )
+    .await?;
     let mut gw = workload(&f, "old-gw", "retire", "internal", 0, Days::hours(-1));
     gw["spec"]["hooks"] = json!({
-        "preCutover": {"image": format!("{HOOK_REGISTRY}sync:1.4"), "command": ["/sync", "--final"]},
-        "postCutover": {"image": format!("{HOOK_REGISTRY}smoke:1.0"), "args": ["https://gw.example.gov.cn/health"], "timeoutSeconds": 300},
+        "preCutover": {"template": sync, "parameters": {"SOURCE": "oracle://legacy-gw/gw"}},
+        "postCutover": {"template": smoke, "parameters": {"URL": "https://gw.example.gov.cn/health"}},
     });
     apply(&member, &gw).await?;
     wait_workload(&admin, &ns, "old-gw", MigrationPhase::Migrating).await?;
@@ -500,7 +534,8 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
         held.status
     );
     // Fixed (a changed hook is a new Job), it runs again and succeeds.
-    gw["spec"]["hooks"]["postCutover"]["args"] = json!(["https://gw.example.gov.cn/healthz"]);
+    gw["spec"]["hooks"]["postCutover"]["parameters"]["URL"] =
+        json!("https://gw.example.gov.cn/healthz");
     apply(&member, &gw).await?;
     let again = end_hook_pod(&admin, &ns, "old-gw", "post-cutover", true).await?;
     ensure!(
@@ -510,7 +545,14 @@ async fn migration_workloads_lifecycle_and_scorecard() -> anyhow::Result<()> {
     wait_workload(&admin, &ns, "old-gw", MigrationPhase::Decommissioned).await?;
     // A hook from a registry the platform doesn't allow never runs.
     let mut rogue = workload(&f, "rogue", "retire", "internal", 0, Days::hours(-1));
-    rogue["spec"]["hooks"] = json!({"preCutover": {"image": "docker.io/someone/tool:latest"}});
+    let elsewhere = unique("tool");
+    hook_template(
+        &admin,
+        &elsewhere,
+        json!({"image": "docker.io/someone/tool:latest"}),
+    )
+    .await?;
+    rogue["spec"]["hooks"] = json!({"preCutover": {"template": elsewhere}});
     rogue["spec"]["advanceTo"] = json!("CutOver");
     apply(&member, &rogue).await?;
     wait_for(&workloads, "rogue", WAIT, |w| {

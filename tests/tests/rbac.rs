@@ -66,10 +66,19 @@ async fn every_identity_has_at_most_its_allow_list() -> anyhow::Result<()> {
         format!("{dept}-finance"),
         format!("{dept}-platform"),
     );
+    // The approvers read plans where the department's policy names them, and nowhere else.
+    apply_value(
+        &admin,
+        &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "ApprovalPolicy", "metadata": {"name": dept},
+                "spec": {"stages": [{"name": "office", "approvers": [{"kind": "Group", "name": approvers}]}]}}),
+        "yunzhang-tests",
+    )
+    .await?;
     apply_value(
         &admin,
         &json!({"apiVersion": "yunzhang.io/v1alpha1", "kind": "Department", "metadata": {"name": dept},
                 "spec": {"displayName": "权限测试", "code": "11450000MB0000000X", "namespaces": [dept],
+                         "approvalPolicy": dept,
                          "members": [{"kind": "User", "name": member}]}}),
         "yunzhang-tests",
     )

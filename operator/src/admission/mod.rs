@@ -15,6 +15,11 @@
 //!   SKUs, naming the other book, the SKU and the window. A conflict that gets in anyway (books
 //!   created at the same instant, no operator answering) is shown on both books and leaves only
 //!   those SKUs unpriced over the common window (`controllers::price_book`, `billing::prices`).
+//! - [`migration_workload`] (pure): the validating webhook `migrationworkloads.yunzhang.io`
+//!   (`failurePolicy: Ignore`) refuses a workload whose hooks name a HookTemplate that doesn't
+//!   exist or pass parameters it doesn't take (or leave out one it requires). The controller
+//!   checks again when a hook is due, so a workload that got in without the webhook still runs
+//!   only what a template allows.
 //! - [`tls`]: the CA and serving certificate, shared by all replicas through a Secret.
 //! - [`server`]: the HTTPS server, the handlers, and the keeper of the configurations' `caBundle`.
 //!
@@ -22,6 +27,7 @@
 
 pub mod approval;
 pub mod identity;
+pub mod migration_workload;
 pub mod price_book;
 pub mod server;
 pub mod tls;
@@ -49,6 +55,17 @@ pub struct WebhookArgs {
     /// (`<service>.<namespace>.svc`, ...).
     #[arg(long, env = "YZ_WEBHOOK_SERVICE", default_value = "yunzhang")]
     pub webhook_service: String,
+    /// PEM file of the CA that issued the API server's webhook client certificate (its
+    /// AdmissionConfiguration's kubeconfig). Set, the admission webhooks answer only a client
+    /// with a certificate from it; unset, anyone who reaches the port (a warning says so).
+    #[arg(long, env = "YZ_WEBHOOK_CLIENT_CA")]
+    pub webhook_client_ca: Option<std::path::PathBuf>,
+}
+
+/// The bound webhook port and the CA its admission callers must prove they come from.
+pub struct BoundWebhooks {
+    listener: TcpListener,
+    client_ca: Option<String>,
 }
 
 /// How often every replica checks that the webhook configurations trust its CA.
@@ -56,13 +73,28 @@ const CA_BUNDLE_INTERVAL: Duration = Duration::from_secs(30);
 /// Pause before retrying a failed step of the start.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Bind the webhook address (an error here stops the operator: the port is wrong or taken).
-pub async fn bind(args: &WebhookArgs) -> anyhow::Result<TcpListener> {
+/// Bind the webhook address and read the webhook client CA (an error here stops the operator:
+/// the port is wrong or taken, the CA file unreadable).
+pub async fn bind(args: &WebhookArgs) -> anyhow::Result<BoundWebhooks> {
+    let client_ca = match &args.webhook_client_ca {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("reading the webhook client CA {}: {e}", path.display())
+        })?),
+        None => {
+            warn!(
+                "no --webhook-client-ca: the admission webhooks answer any caller, not only the API server"
+            );
+            None
+        }
+    };
     let listener = TcpListener::bind(args.webhook_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the webhook server to {}: {e}", args.webhook_addr))?;
-    info!(addr = %listener.local_addr()?, "webhook server bound");
-    Ok(listener)
+    info!(addr = %listener.local_addr()?, client_auth = client_ca.is_some(), "webhook server bound");
+    Ok(BoundWebhooks {
+        listener,
+        client_ca,
+    })
 }
 
 /// Run the webhooks until `shutdown`: obtain the TLS material from the Secret `tls::SECRET_NAME`
@@ -73,7 +105,7 @@ pub async fn run_webhooks(
     client: Client,
     args: WebhookArgs,
     namespace: String,
-    listener: TcpListener,
+    bound: BoundWebhooks,
     ready: Arc<AtomicBool>,
     beside: axum::Router,
     mut shutdown: watch::Receiver<bool>,
@@ -91,7 +123,7 @@ pub async fn run_webhooks(
             return;
         }
     };
-    let config = match material.server_config() {
+    let config = match material.server_config(bound.client_ca.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             // The Secret holds something we can't serve: say so and keep the webhooks down
@@ -107,9 +139,9 @@ pub async fn run_webhooks(
         }
     };
     let server = tokio::spawn(server::serve_tls(
-        listener,
+        bound.listener,
         config,
-        server::router(client.clone()).merge(beside),
+        server::router(client.clone(), bound.client_ca.is_some()).merge(beside),
         stop,
     ));
     loop {

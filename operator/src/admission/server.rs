@@ -1,7 +1,7 @@
 //! The I/O shell of the webhooks: the HTTPS server, the two handlers, and the keeper of the
 //! webhook configurations' `caBundle`.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{Json, Router, extract::State, routing::post};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -20,9 +20,13 @@ use tracing::{debug, info, warn};
 use super::{
     approval::{Approver, Observed, judge_new_approval},
     identity::{RecordedKind, editor_patch, identity_patch},
+    migration_workload::{judge_hooks, templates_named},
 };
 use crate::{
-    api::{Approval, ApprovalPolicy, Department, PriceBook, ResourceRequest},
+    api::{
+        Approval, ApprovalPolicy, Department, HookTemplate, MigrationWorkload, PriceBook,
+        ResourceRequest, migration_workload::Hooks,
+    },
     controllers::FIELD_MANAGER,
 };
 
@@ -36,14 +40,44 @@ pub const IDENTITY_PATH: &str = "/mutate/identity";
 pub const APPROVAL_PATH: &str = "/validate/approval";
 /// Path of the validating webhook that refuses overlapping PriceBooks.
 pub const PRICE_BOOK_PATH: &str = "/validate/pricebook";
+/// Path of the validating webhook that judges a MigrationWorkload's hooks.
+pub const MIGRATION_WORKLOAD_PATH: &str = "/validate/migrationworkload";
 
-/// The webhook routes.
-pub fn router(client: Client) -> Router {
-    Router::new()
+/// The webhook routes; with `api_server_only`, they answer only a caller that proved with its
+/// client certificate that it is the API server.
+pub fn router(client: Client, api_server_only: bool) -> Router {
+    let routes = Router::new()
         .route(IDENTITY_PATH, post(record_identity))
         .route(APPROVAL_PATH, post(judge_approval))
         .route(PRICE_BOOK_PATH, post(judge_price_book))
-        .with_state(client)
+        .route(MIGRATION_WORKLOAD_PATH, post(judge_workload))
+        .with_state(client);
+    if api_server_only {
+        routes.route_layer(axum::middleware::from_fn(only_the_api_server))
+    } else {
+        routes
+    }
+}
+
+/// Whether the connection's client presented a certificate the server verified (against the
+/// webhook client CA), set on every request of the connection by [`serve_tls`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCertified(pub bool);
+
+/// Refuse (403) a webhook call from anyone but the API server.
+async fn only_the_api_server(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match request.extensions().get::<ClientCertified>() {
+        Some(ClientCertified(true)) => next.run(request).await,
+        _ => (
+            axum::http::StatusCode::FORBIDDEN,
+            "the admission webhooks answer only the API server (a client certificate from the webhook client CA)\n",
+        )
+            .into_response(),
+    }
 }
 
 /// Serve `router` over TLS on `listener` until `shutdown` resolves. Every connection is handled
@@ -76,7 +110,10 @@ pub async fn serve_tls(
                     Ok(Err(e)) => return debug!(%peer, error = %e, "webhook TLS handshake failed"),
                     Err(_) => return debug!(%peer, "webhook TLS handshake timed out"),
                 };
-            let service = hyper_util::service::TowerToHyperService::new(router);
+            let certified = ClientCertified(stream.get_ref().1.peer_certificates().is_some());
+            let service = hyper_util::service::TowerToHyperService::new(
+                router.layer(axum::Extension(certified)),
+            );
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await
@@ -214,6 +251,49 @@ async fn judge_price_book(
         );
     }
     Json(answer(response, verdict, 422, "Invalid"))
+}
+
+/// Validating: refuse a MigrationWorkload (created or changed) whose hooks name a HookTemplate
+/// that doesn't exist or pass parameters it doesn't take, judged against the templates in the
+/// API server now.
+async fn judge_workload(State(client): State<Client>, Json(review): Json<Review>) -> Json<Review> {
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e).into_review()),
+    };
+    let response = AdmissionResponse::from(&req);
+    let (Operation::Create | Operation::Update, Some(object)) = (&req.operation, &req.object)
+    else {
+        return Json(response.into_review());
+    };
+    let verdict = match object.clone().try_parse::<MigrationWorkload>() {
+        Ok(mw) => judge_hooks_live(&client, mw.spec.hooks.unwrap_or_default()).await,
+        Err(e) => Err(format!("not a MigrationWorkload: {e}")),
+    };
+    if let Err(message) = &verdict {
+        info!(
+            user = req.user_info.username,
+            workload = req.name,
+            message,
+            "refused a MigrationWorkload"
+        );
+    }
+    Json(answer(response, verdict, 422, "Invalid"))
+}
+
+/// Read the templates `hooks` names (no cache) and judge the hooks against them.
+async fn judge_hooks_live(client: &Client, hooks: Hooks) -> Result<(), String> {
+    let api = Api::<HookTemplate>::all(client.clone());
+    let mut templates = BTreeMap::new();
+    for name in templates_named(&hooks) {
+        let found = api.get_opt(name).await.map_err(|e| {
+            format!("the HookTemplate {name} could not be read to check the hooks ({e}): try again")
+        })?;
+        if let Some(t) = found {
+            templates.insert(name.to_owned(), t.spec);
+        }
+    }
+    judge_hooks(&hooks, &templates)
 }
 
 /// Read what the judgement needs straight from the API server (no cache) and judge.

@@ -44,6 +44,8 @@ pub enum TlsError {
     Kube(#[from] kube::Error),
     #[error("building the TLS server configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the webhook client CA (--webhook-client-ca): {0}")]
+    ClientCa(String),
 }
 
 /// The names the API server may use to reach the webhook: loopback (an operator running as a
@@ -152,19 +154,48 @@ impl TlsMaterial {
     }
 
     /// A rustls server configuration serving the certificate (HTTP/1.1 only: the API server
-    /// speaks it to webhooks).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// speaks it to webhooks). With `client_ca` (PEM), a client may present a certificate, which
+    /// is then verified against it; one that presents none is still served (the report endpoint
+    /// authenticates by token), and the webhook routes refuse it ([`super::server`]).
+    pub fn server_config(
+        &self,
+        client_ca: Option<&str>,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Parse(format!("tls.crt: {e}")))?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|e| TlsError::Parse(format!("tls.key: {e}")))?;
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(pem) => builder.with_client_cert_verifier(client_verifier(pem)?),
+        };
+        let mut config = builder.with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+/// A verifier of client certificates issued by the CA(s) in `pem`, which lets a client without
+/// one through.
+fn client_verifier(
+    pem: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa("no certificate in it".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
 /// The material in the Secret, creating the Secret first if it doesn't exist. When another
@@ -205,7 +236,7 @@ mod tests {
         let material = generate(&sans).unwrap();
         let again = TlsMaterial::from_secret(&material.to_secret("yunzhang-system")).unwrap();
         assert_eq!(again, material);
-        again.server_config().unwrap();
+        again.server_config(None).unwrap();
         assert!(material.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(!format!("{material:?}").contains("PRIVATE"));
     }

@@ -1,5 +1,7 @@
 //! `MigrationWorkload`: a legacy information system moving onto the cloud (迁移上云).
 
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -168,36 +170,22 @@ pub struct Hooks {
     pub post_cutover: Option<Hook>,
 }
 
-/// One hook: a Job in the workload's namespace with one container. Its image must come from a
-/// registry the platform allows (the operator's `--hook-image-prefixes`); the pod runs as
-/// non-root with no privileges. A failed hook runs again when the workload's spec changes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+/// One hook: a [`HookTemplate`](super::HookTemplate) the platform defines (image, command,
+/// ServiceAccount), run as a Job in the workload's namespace with these parameter values as
+/// environment variables `YZ_PARAM_<NAME>`. The pod runs as non-root with no privileges. A failed
+/// hook runs again when its parameters (or its template) change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Hook {
-    /// Container image, e.g. registry.example.gov.cn/migration/sync:1.4.
-    #[schemars(length(min = 1, max = 512))]
-    pub image: String,
-    /// The command (the image's entrypoint when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub command: Vec<String>,
-    /// Its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub args: Vec<String>,
-    /// ServiceAccount of the pod, in the workload's namespace; without one the pod gets no
-    /// API token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(max = 253))]
-    pub service_account_name: Option<String>,
-    /// The Job's deadline in seconds.
-    #[serde(default = "default_hook_timeout")]
-    #[schemars(range(min = 1, max = 86400))]
-    pub timeout_seconds: u32,
-}
-
-fn default_hook_timeout() -> u32 {
-    1800
+    /// The HookTemplate to run (`kubectl get hooktemplates`).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub template: String,
+    /// A value for each parameter of the template (its required ones at least).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Z][A-Z0-9_]{0,62}$'))").message("parameter names are upper case like SOURCE_DB (letters, digits, _; at most 63)"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(self[k]) <= 1024)").message("a parameter value is at most 1024 characters"))]
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// Where a hook runs.

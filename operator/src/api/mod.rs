@@ -10,6 +10,7 @@ pub mod cloud_provider;
 pub mod cloud_quota;
 pub mod common;
 pub mod department;
+pub mod hook_template;
 pub mod migration_workload;
 pub mod price_book;
 pub mod resource_request;
@@ -21,6 +22,7 @@ pub use cloud_provider::{CloudProvider, CloudProviderSpec};
 pub use cloud_quota::{CloudQuota, CloudQuotaSpec, QuotaLimits};
 pub use common::*;
 pub use department::{Department, DepartmentSpec, DepartmentStatus};
+pub use hook_template::{HookTemplate, HookTemplateSpec};
 pub use migration_workload::{MigrationWorkload, MigrationWorkloadSpec};
 pub use price_book::{PriceBook, PriceBookSpec};
 pub use resource_request::{
@@ -31,7 +33,7 @@ pub use settlement_report::{SettlementReport, SettlementReportSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The CRDs of all nine kinds, with the file name each is written to.
+/// The CRDs of all ten kinds, with the file name each is written to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("approvalpolicies.yaml", ApprovalPolicy::crd()),
@@ -39,6 +41,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("cloudproviders.yaml", CloudProvider::crd()),
         ("cloudquotas.yaml", CloudQuota::crd()),
         ("departments.yaml", Department::crd()),
+        ("hooktemplates.yaml", HookTemplate::crd()),
         ("migrationworkloads.yaml", MigrationWorkload::crd()),
         ("pricebooks.yaml", PriceBook::crd()),
         ("resourcerequests.yaml", ResourceRequest::crd()),

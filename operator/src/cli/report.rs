@@ -86,7 +86,7 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
         }
     };
     let doc = match (&args.report, &args.period) {
-        (Some(name), _) => reports::of_report(&client, name).await?,
+        (Some(name), _) => reports::of_report(&client, name, None).await?,
         (None, Some(period)) => {
             let finalized = if args.providers.is_empty() {
                 reports::finalized_for(&client, period).await?
@@ -96,7 +96,7 @@ async fn run(command: ReportCommand) -> anyhow::Result<()> {
             match finalized {
                 Some(name) => {
                     eprintln!("using the lines of finalized SettlementReport {name}");
-                    reports::of_report(&client, &name).await?
+                    reports::of_report(&client, &name, None).await?
                 }
                 None => {
                     let scope = Scope {

@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 
 use crate::{
     api::{
-        DEPARTMENT_LABEL, Department, Phase, SubjectKind,
+        DEPARTMENT_LABEL, Department, Phase, Subject, SubjectKind,
         department::{BudgetStatus, MigrationFigures, SubtreeSpend},
         settlement_report::Scope,
     },
@@ -52,6 +52,11 @@ pub const MEMBER_ROLE: &str = "yunzhang-department-member";
 pub const OPERATOR_BINDING: &str = "yunzhang-operator";
 /// The ClusterRole the operator binds itself to in each department namespace (chart).
 pub const OPERATOR_NAMESPACE_ROLE: &str = "yunzhang-operator-namespace";
+/// The RoleBinding, in each department namespace, of the approvers its ApprovalPolicy names
+/// to [`PLAN_READER_ROLE`]: they read the plans they approve there, and nowhere else.
+pub const APPROVERS_BINDING: &str = "yunzhang-approvers";
+/// The ClusterRole that reads plan ConfigMaps (chart), bound per department namespace.
+pub const PLAN_READER_ROLE: &str = "yunzhang-plan-reader";
 /// The NetworkPolicy isolating a department's namespaces from other departments.
 pub const ISOLATION_POLICY: &str = "yunzhang-department-isolation";
 
@@ -159,6 +164,15 @@ async fn reconcile(dept: Arc<Department>, ctx: SharedContext) -> Result<Action, 
                     )
                     .await?;
                 }
+                ensure_binding(
+                    &ctx,
+                    &dept,
+                    &ns,
+                    APPROVERS_BINDING,
+                    PLAN_READER_ROLE,
+                    approvers(&ctx, &dept),
+                )
+                .await?;
                 ensure_isolation(&ctx, &dept, &ns).await?;
                 owned.push(ns);
             }
@@ -500,11 +514,29 @@ async fn ensure_namespace(
 
 /// The department's admins and members, as RBAC subjects (sorted, once each).
 fn people(dept: &Department) -> Vec<Value> {
-    let mut subjects: Vec<Value> = dept
-        .spec
-        .admins
-        .iter()
-        .chain(&dept.spec.members)
+    rbac_subjects(dept.spec.admins.iter().chain(&dept.spec.members))
+}
+
+/// Everyone a stage of the department's ApprovalPolicy names, as RBAC subjects (none while
+/// the policy doesn't exist).
+fn approvers(ctx: &SharedContext, dept: &Department) -> Vec<Value> {
+    let policy = ctx
+        .tenancy
+        .policies
+        .get(&kube::runtime::reflector::ObjectRef::new(
+            dept.approval_policy_name(),
+        ));
+    rbac_subjects(
+        policy
+            .iter()
+            .flat_map(|p| &p.spec.stages)
+            .flat_map(|stage| &stage.approvers),
+    )
+}
+
+/// `subjects` as RBAC subjects, sorted, once each.
+fn rbac_subjects<'a>(subjects: impl Iterator<Item = &'a Subject>) -> Vec<Value> {
+    let mut subjects: Vec<Value> = subjects
         .map(|s| {
             let kind = match s.kind {
                 SubjectKind::User => "User",

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     api::{
-        CONDITION_READY, MigrationWorkload, ResourceRequest, annotations,
+        CONDITION_READY, HookTemplate, MigrationWorkload, ResourceRequest, annotations,
         migration_workload::{
             Hook, HookPoint, HookRun, HookState, MigrationPhase, MigrationWorkloadStatus,
             PhaseEntry,
@@ -35,7 +35,8 @@ use crate::{
     },
     conditions::{self, condition},
     lifecycle::migration::{
-        Action as Step, HookView, Input, RequestView, hook_image_allowed, hook_job_name, settle,
+        Action as Step, HookView, Input, RequestView, ResolvedHook, hook_job_name, resolve_hook,
+        settle,
     },
 };
 
@@ -126,25 +127,41 @@ fn hook_at(mw: &MigrationWorkload, point: HookPoint) -> Option<&Hook> {
     }
 }
 
-/// The Job of a hook: one container of the hook's image, non-root, no privileges, no API token
-/// unless the hook names a ServiceAccount; owned by the workload, deadline the hook's timeout.
-pub fn hook_job(mw: &MigrationWorkload, point: HookPoint, hook: &Hook) -> Result<Job, Error> {
+/// The Job of a hook: one container of its template's image, non-root, no privileges, no API
+/// token unless the template names a ServiceAccount, the parameters as `YZ_PARAM_<NAME>`; owned
+/// by the workload, deadline the template's timeout.
+pub fn hook_job(
+    mw: &MigrationWorkload,
+    point: HookPoint,
+    hook: &ResolvedHook,
+) -> Result<Job, Error> {
     let name = hook_job_name(&mw.name_any(), point, hook);
     let owner = mw.controller_owner_ref(&()).map(|o| vec![o]);
+    let labels = json!({
+        "yunzhang.io/migration-workload": mw.name_any(),
+        "yunzhang.io/hook": point.label(),
+        "yunzhang.io/hook-template": hook.template,
+    });
+    let mut env = vec![
+        json!({"name": "YZ_WORKLOAD", "value": mw.name_any()}),
+        json!({"name": "YZ_SYSTEM_CODE", "value": mw.spec.system.code}),
+        json!({"name": "YZ_HOOK", "value": point.label()}),
+    ];
+    env.extend(hook.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": mw.namespace(),
-            "labels": {"yunzhang.io/migration-workload": mw.name_any(), "yunzhang.io/hook": point.label()},
+            "labels": labels,
             "ownerReferences": owner,
         },
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": hook.timeout_seconds,
             "template": {
-                "metadata": {"labels": {"yunzhang.io/migration-workload": mw.name_any(), "yunzhang.io/hook": point.label()}},
+                "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": hook.service_account_name,
@@ -156,11 +173,7 @@ pub fn hook_job(mw: &MigrationWorkload, point: HookPoint, hook: &Hook) -> Result
                         "image": hook.image,
                         "command": (!hook.command.is_empty()).then_some(&hook.command),
                         "args": (!hook.args.is_empty()).then_some(&hook.args),
-                        "env": [
-                            {"name": "YZ_WORKLOAD", "value": mw.name_any()},
-                            {"name": "YZ_SYSTEM_CODE", "value": mw.spec.system.code},
-                            {"name": "YZ_HOOK", "value": point.label()},
-                        ],
+                        "env": env,
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
@@ -177,32 +190,51 @@ pub fn hook_job(mw: &MigrationWorkload, point: HookPoint, hook: &Hook) -> Result
     Ok(serde_json::from_value(job)?)
 }
 
-/// What the hook at `point` is doing for the current spec (`None` when none is configured), and
-/// its Job as status shows it.
+/// A configured hook as the shell found it: what it is doing for the current spec, its Job as
+/// status shows it, and the hook as it would run (when it can).
+struct HookSeen {
+    view: HookView,
+    run: Option<HookRun>,
+    resolved: Option<ResolvedHook>,
+}
+
+/// The hook at `point` (`None` when none is configured): its template filled in, and its Job.
 async fn hook_view(
     ctx: &SharedContext,
     mw: &MigrationWorkload,
     point: HookPoint,
-) -> Result<Option<(HookView, Option<HookRun>)>, Error> {
+) -> Result<Option<HookSeen>, Error> {
     let Some(hook) = hook_at(mw, point) else {
         return Ok(None);
     };
-    if !hook_image_allowed(&hook.image, &ctx.hook_image_prefixes) {
-        let why = format!(
-            "image {} is not from a registry the platform allows for hooks ({}); use one of those",
-            hook.image,
-            if ctx.hook_image_prefixes.is_empty() {
-                "none are: the operator's --hook-image-prefixes is empty".to_owned()
-            } else {
-                ctx.hook_image_prefixes.join(", ")
-            }
-        );
-        return Ok(Some((HookView::Refused(why), None)));
-    }
-    let name = hook_job_name(&mw.name_any(), point, hook);
+    let template = Api::<HookTemplate>::all(ctx.client.clone())
+        .get_opt(&hook.template)
+        .await?;
+    let hook = match resolve_hook(
+        hook,
+        template.as_ref().map(|t| &t.spec),
+        &ctx.hook_image_prefixes,
+    ) {
+        Ok(resolved) => resolved,
+        Err(why) => {
+            return Ok(Some(HookSeen {
+                view: HookView::Refused(why),
+                run: None,
+                resolved: None,
+            }));
+        }
+    };
+    let name = hook_job_name(&mw.name_any(), point, &hook);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &mw.namespace().unwrap_or_default());
+    let seen = |view, run| {
+        Ok(Some(HookSeen {
+            view,
+            run,
+            resolved: Some(hook.clone()),
+        }))
+    };
     let Some(job) = jobs.get_opt(&name).await? else {
-        return Ok(Some((HookView::NotStarted, None)));
+        return seen(HookView::NotStarted, None);
     };
     let condition = |type_: &str| {
         job.status
@@ -216,15 +248,15 @@ async fn hook_view(
         state,
         message,
     };
-    Ok(Some(if condition("Complete").is_some() {
-        (HookView::Succeeded, Some(run(HookState::Succeeded, None)))
+    if condition("Complete").is_some() {
+        seen(HookView::Succeeded, Some(run(HookState::Succeeded, None)))
     } else if let Some(failed) = condition("Failed") {
         let why = [failed.reason.as_deref(), failed.message.as_deref()]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(": ");
-        (
+        seen(
             HookView::Failed {
                 job: name.clone(),
                 why: why.clone(),
@@ -232,11 +264,11 @@ async fn hook_view(
             Some(run(HookState::Failed, Some(why))),
         )
     } else {
-        (
+        seen(
             HookView::Running { job: name.clone() },
             Some(run(HookState::Running, None)),
         )
-    }))
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -290,8 +322,10 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
     }
     let hook_runs: Vec<HookRun> = [&pre, &post]
         .into_iter()
-        .filter_map(|h| h.as_ref().and_then(|(_, run)| run.clone()))
+        .filter_map(|h| h.as_ref().and_then(|h| h.run.clone()))
         .collect();
+    let resolved = |seen: &Option<HookSeen>| seen.as_ref().and_then(|h| h.resolved.clone());
+    let (pre_hook, post_hook) = (resolved(&pre), resolved(&post));
     let input = Input {
         phase: old.phase.unwrap_or_default(),
         has_target: mw.spec.target.is_some(),
@@ -312,8 +346,8 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
             .cutover
             .as_ref()
             .and_then(|c| Some((parse(&c.not_before)?, parse(&c.not_after)?))),
-        pre_cutover: pre.map(|(view, _)| view),
-        post_cutover: post.map(|(view, _)| view),
+        pre_cutover: pre.map(|h| h.view),
+        post_cutover: post.map(|h| h.view),
         now,
     };
     let settled = settle(&input);
@@ -366,7 +400,11 @@ async fn reconcile(mw: Arc<MigrationWorkload>, ctx: SharedContext) -> Result<Act
                         .await?;
                 }
                 Step::RunHook(point) => {
-                    let Some(hook) = hook_at(&mw, *point) else {
+                    let hook = match point {
+                        HookPoint::PreCutover => &pre_hook,
+                        HookPoint::PostCutover => &post_hook,
+                    };
+                    let Some(hook) = hook else {
                         continue;
                     };
                     let job = hook_job(&mw, *point, hook)?;

@@ -277,7 +277,7 @@ impl TenancyControllers {
         // A Department re-reconciles when its namespaces, bindings or policies change, when
         // requests or quotas in its namespaces (or below it) change its usage figures, and when a
         // department below it changes (its budget counts in the subtree's spend).
-        let (t1, t2, t5, t6) = (t.clone(), t.clone(), t.clone(), t.clone());
+        let (t1, t2, t5, t6, t7) = (t.clone(), t.clone(), t.clone(), t.clone(), t.clone());
         let departments = self
             .departments
             .owns_stream(metadata_changes_of::<Namespace>(&client))
@@ -295,6 +295,9 @@ impl TenancyControllers {
             )
             .watches_stream(changes_of::<Department>(&client), move |d| {
                 ancestors(&t6, d.spec.parent.clone(), vec![])
+            })
+            .watches_stream(metadata_changes_of::<ApprovalPolicy>(&client), move |p| {
+                departments_under_policy(&t7, &p.name_any())
             })
             .reconcile_on(departments_to_recount)
             .with_config(bounded())
@@ -466,6 +469,17 @@ fn departments_above(t: &Arc<tenancy::Tenancy>, ns: Option<String>) -> Vec<Objec
         dept.spec.parent.clone(),
         vec![ObjectRef::new(&dept.name_any())],
     )
+}
+
+/// The departments whose approvals follow the ApprovalPolicy `policy` (their approvers binding
+/// names its stages' approvers).
+fn departments_under_policy(t: &Arc<tenancy::Tenancy>, policy: &str) -> Vec<ObjectRef<Department>> {
+    t.departments
+        .state()
+        .iter()
+        .filter(|d| d.approval_policy_name() == policy)
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
 }
 
 /// `refs` followed by the department `parent` and every one above it (a cycle ends the walk).

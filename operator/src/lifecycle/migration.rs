@@ -14,17 +14,20 @@
 //! Hooks (`spec.hooks`) are Jobs the shell runs and watches: the pre-cutover hook when cutover
 //! is asked for inside its window (CutOver follows its success), the post-cutover hook on
 //! entering CutOver (Verified waits for its success). A failed hook holds the workload where it
-//! is, saying why; changing the hook runs it again (its Job is named by a hash of the hook, so
-//! moving the gates doesn't).
+//! is, saying why; changing the hook runs it again (its Job is named by a hash of the hook as it
+//! will run, so moving the gates doesn't). A hook is a platform engineer's HookTemplate (image,
+//! command, ServiceAccount) with the workload's parameter values ([`resolve_hook`]).
 //!
 //! A workload without `spec.target` (typically `retire`, or `integrate` into a system that is
 //! already on the cloud) asks for no resources, so there is nothing to approve or provision:
 //! it goes straight to Migrating and waits for its gates.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    Phase,
+    HookTemplateSpec, Phase,
     migration_workload::{Hook, HookPoint, MigrationGate, MigrationPhase},
     resource_request::DesiredLifecycle,
 };
@@ -42,13 +45,103 @@ pub enum HookView {
         job: String,
         why: String,
     },
-    /// Not run, and why (its image is not allowed).
+    /// Not run, and why (its template is missing, its image not allowed, its parameters wrong).
     Refused(String),
 }
 
+/// A hook as it will run: its template filled in with the workload's parameter values.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResolvedHook {
+    pub template: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub service_account_name: Option<String>,
+    pub timeout_seconds: u32,
+    /// The container's parameter variables: `YZ_PARAM_<NAME>` and its value.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The hook `hook` names, filled in from its `template` (`None`: it doesn't exist), or why it
+/// can't run.
+pub fn resolve_hook(
+    hook: &Hook,
+    template: Option<&HookTemplateSpec>,
+    image_prefixes: &[String],
+) -> Result<ResolvedHook, String> {
+    let Some(t) = template else {
+        return Err(format!(
+            "HookTemplate {} does not exist: pick one of kubectl get hooktemplates",
+            hook.template
+        ));
+    };
+    if !hook_image_allowed(&t.image, image_prefixes) {
+        let allowed = if image_prefixes.is_empty() {
+            "none are: the operator's --hook-image-prefixes is empty".to_owned()
+        } else {
+            image_prefixes.join(", ")
+        };
+        return Err(format!(
+            "HookTemplate {}'s image {} is not from a registry the platform allows for hooks ({allowed}): a platform engineer must change the template",
+            hook.template, t.image
+        ));
+    }
+    check_parameters(hook, t)?;
+    Ok(ResolvedHook {
+        template: hook.template.clone(),
+        image: t.image.clone(),
+        command: t.command.clone(),
+        args: t.args.clone(),
+        service_account_name: t.service_account_name.clone(),
+        timeout_seconds: t.timeout_seconds,
+        env: hook
+            .parameters
+            .iter()
+            .map(|(name, value)| (format!("YZ_PARAM_{name}"), value.clone()))
+            .collect(),
+    })
+}
+
+/// Whether `hook` passes exactly what `template` takes: no parameter it doesn't declare, every
+/// one it requires.
+pub fn check_parameters(hook: &Hook, template: &HookTemplateSpec) -> Result<(), String> {
+    let declared: Vec<&str> = template
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    if let Some(unknown) = hook
+        .parameters
+        .keys()
+        .find(|k| !declared.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "parameter {unknown} is not one of HookTemplate {}'s ({})",
+            hook.template,
+            if declared.is_empty() {
+                "it takes none".to_owned()
+            } else {
+                declared.join(", ")
+            }
+        ));
+    }
+    match template
+        .parameters
+        .iter()
+        .find(|p| p.required && !hook.parameters.contains_key(&p.name))
+    {
+        Some(missing) => Err(format!(
+            "parameter {} is required by HookTemplate {}",
+            missing.name, hook.template
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The name of the Job of `hook`: at most 63 characters (it labels the pods), ending in a hash
-/// of the hook, so the same hook is run once and a changed one again.
-pub fn hook_job_name(workload: &str, point: HookPoint, hook: &Hook) -> String {
+/// of the hook as it will run, so the same hook is run once and a changed one (its parameters
+/// or its template) again.
+pub fn hook_job_name(workload: &str, point: HookPoint, hook: &ResolvedHook) -> String {
     use sha2::{Digest, Sha256};
     let spec = serde_json::to_vec(hook).unwrap_or_default();
     let hash = hex::encode(&Sha256::digest(&spec)[..4]);
@@ -61,11 +154,16 @@ pub fn hook_job_name(workload: &str, point: HookPoint, hook: &Hook) -> String {
     format!("{base}{suffix}")
 }
 
-/// Whether `image` comes from one of the registries the platform allows for hooks.
+/// Whether `image` comes from one of the registries (or paths) the platform allows for hooks:
+/// the prefix must end where a path segment does, so `registry.example.gov.cn` admits
+/// `registry.example.gov.cn/x` but not `registry.example.gov.cn.evil.io/x`.
 pub fn hook_image_allowed(image: &str, prefixes: &[String]) -> bool {
-    prefixes
-        .iter()
-        .any(|p| !p.is_empty() && image.starts_with(p.as_str()))
+    prefixes.iter().any(|p| {
+        !p.is_empty()
+            && image
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| p.ends_with('/') || rest.starts_with('/'))
+    })
 }
 
 /// What the shell observed of the owned ResourceRequest.

@@ -1,6 +1,7 @@
 use chrono::TimeZone;
 
 use super::*;
+use crate::api::hook_template::HookParameter;
 use MigrationPhase as P;
 
 fn at(h: u32) -> DateTime<Utc> {
@@ -98,15 +99,44 @@ fn hooks_gate_cutover_and_verification_and_a_failed_one_holds() {
     assert_eq!(settle(&i).decision.phase, P::RolledBack);
 }
 
-#[test]
-fn hook_job_names_fit_a_label_and_images_must_be_allowed() {
-    let hook = Hook {
+fn sync_template() -> HookTemplateSpec {
+    HookTemplateSpec {
+        description: None,
         image: "registry.example.gov.cn/migration/sync:1.4".into(),
         command: vec!["/sync".into()],
         args: vec![],
         service_account_name: None,
         timeout_seconds: 600,
-    };
+        parameters: vec![
+            HookParameter {
+                name: "SOURCE".into(),
+                description: None,
+                required: true,
+            },
+            HookParameter {
+                name: "MODE".into(),
+                description: None,
+                required: false,
+            },
+        ],
+    }
+}
+
+fn sync_hook(parameters: &[(&str, &str)]) -> Hook {
+    Hook {
+        template: "sync".into(),
+        parameters: parameters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+#[test]
+fn hook_job_names_fit_a_label_and_change_with_what_runs() {
+    let prefixes = vec!["registry.example.gov.cn/migration/".to_owned()];
+    let resolve = |hook: &Hook, t: &HookTemplateSpec| resolve_hook(hook, Some(t), &prefixes);
+    let hook = resolve(&sync_hook(&[("SOURCE", "db1")]), &sync_template()).unwrap();
     let long = "a".repeat(62) + "-b";
     let name = hook_job_name(&long, HookPoint::PostCutover, &hook);
     assert!(
@@ -120,24 +150,98 @@ fn hook_job_names_fit_a_label_and_images_must_be_allowed() {
         same,
         hook_job_name("w", HookPoint::PreCutover, &hook.clone())
     );
-    let changed = Hook {
-        args: vec!["--retry".into()],
-        ..hook.clone()
-    };
+    let other_value = resolve(&sync_hook(&[("SOURCE", "db2")]), &sync_template()).unwrap();
     assert_ne!(
         same,
-        hook_job_name("w", HookPoint::PreCutover, &changed),
-        "a changed hook runs again"
+        hook_job_name("w", HookPoint::PreCutover, &other_value),
+        "changed parameters run again"
     );
+    let retrying = HookTemplateSpec {
+        args: vec!["--retry".into()],
+        ..sync_template()
+    };
+    let changed_template = resolve(&sync_hook(&[("SOURCE", "db1")]), &retrying).unwrap();
+    assert_ne!(
+        same,
+        hook_job_name("w", HookPoint::PreCutover, &changed_template),
+        "a changed template runs again"
+    );
+}
+
+#[test]
+fn a_hook_runs_its_template_with_parameters_as_data() {
+    let prefixes = vec!["registry.example.gov.cn/migration/".to_owned()];
+    let hook = resolve_hook(
+        &sync_hook(&[("SOURCE", "db1; rm -rf /")]),
+        Some(&sync_template()),
+        &prefixes,
+    )
+    .unwrap();
+    assert_eq!(
+        hook.command,
+        vec!["/sync".to_owned()],
+        "the template's command"
+    );
+    assert!(hook.args.is_empty(), "no argument from the workload");
+    assert_eq!(
+        hook.env.get("YZ_PARAM_SOURCE").map(String::as_str),
+        Some("db1; rm -rf /"),
+        "the value is an environment variable, never a command line"
+    );
+    let refused = |hook: Hook, t: Option<&HookTemplateSpec>| {
+        resolve_hook(&hook, t, &prefixes).expect_err("refused")
+    };
+    assert!(
+        refused(sync_hook(&[("SOURCE", "x")]), None).contains("HookTemplate sync does not exist")
+    );
+    assert!(
+        refused(
+            sync_hook(&[("SOURCE", "x"), ("LD_PRELOAD", "/x")]),
+            Some(&sync_template())
+        )
+        .contains("parameter LD_PRELOAD is not one of HookTemplate sync's (SOURCE, MODE)")
+    );
+    assert!(
+        refused(sync_hook(&[("MODE", "full")]), Some(&sync_template()))
+            .contains("parameter SOURCE is required by HookTemplate sync")
+    );
+    let elsewhere = HookTemplateSpec {
+        image: "docker.io/evil/sync:1".into(),
+        ..sync_template()
+    };
+    assert!(
+        refused(sync_hook(&[("SOURCE", "x")]), Some(&elsewhere))
+            .contains("not from a registry the platform allows")
+    );
+}
+
+#[test]
+fn image_prefixes_match_on_a_path_boundary() {
     let allowed = vec![
         "registry.example.gov.cn/migration/".to_owned(),
+        "registry.example.gov.cn".to_owned(),
         String::new(),
     ];
     assert!(hook_image_allowed(
         "registry.example.gov.cn/migration/sync:1.4",
         &allowed
     ));
+    assert!(hook_image_allowed(
+        "registry.example.gov.cn/other/x:1",
+        &allowed
+    ));
     assert!(!hook_image_allowed("docker.io/evil/sync:1", &allowed));
+    assert!(
+        !hook_image_allowed("registry.example.gov.cn.evil.io/migration/sync:1", &allowed),
+        "a prefix without a slash ends at a path boundary"
+    );
+    assert!(
+        !hook_image_allowed(
+            "registry.example.gov.cn/migration-evil/sync:1",
+            &["registry.example.gov.cn/migration".to_owned()]
+        ),
+        "a path prefix ends at a path boundary too"
+    );
     assert!(
         !hook_image_allowed("anything", &[String::new()]),
         "an empty prefix allows nothing"
