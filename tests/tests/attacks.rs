@@ -189,6 +189,9 @@ async fn ways_around_the_rules_are_refused() -> anyhow::Result<()> {
         .await
         .context("quota windows relative to now")?;
     only_the_api_server_is_answered_by_the_webhooks().context("webhook client authentication")?;
+    the_operator_binds_only_in_department_namespaces(&admin)
+        .await
+        .context("the operator's RoleBindings")?;
     let _ = std::fs::remove_dir_all(tofu.parent().context("tofu's dir")?);
     Ok(())
 }
@@ -922,6 +925,45 @@ fn only_the_api_server_is_answered_by_the_webhooks() -> anyhow::Result<()> {
     ensure!(
         !with_user_cert.status.success() || out.ends_with("403"),
         "a user's certificate is not the API server's: {out}"
+    );
+    Ok(())
+}
+
+/// The operator's own identity can't bind anything outside department namespaces (policy
+/// yunzhang-operator-bindings): a compromised operator can't hand its roles out elsewhere.
+async fn the_operator_binds_only_in_department_namespaces(admin: &Client) -> anyhow::Result<()> {
+    let elsewhere = unique("not-a-department");
+    create_namespace(&elsewhere).await?;
+    let operator = client_as(
+        OPERATOR_USER,
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:yunzhang-system",
+        ],
+    )
+    .await;
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(operator, &elsewhere);
+    refused(
+        "the operator binds itself in a namespace no department owns",
+        bindings
+            .patch(
+                "yunzhang-operator",
+                &PatchParams::apply("yunzhang"),
+                &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "yunzhang-operator", "namespace": elsewhere},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "yunzhang-operator-namespace"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "yunzhang", "namespace": "yunzhang-system"}]})),
+            )
+            .await,
+        &["only in department namespaces", &elsewhere],
+    )?;
+    ensure!(
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &elsewhere)
+            .get_opt("yunzhang-operator")
+            .await?
+            .is_none(),
+        "no binding was made"
     );
     Ok(())
 }
